@@ -1,0 +1,35 @@
+use clap::Parser;
+use tokenbill::store::Store;
+use tokenbill_dev::{AppState, describe, prepare, serve};
+
+/// Runs Tokenbill locally: every function behind one HTTP endpoint.
+#[derive(Debug, Parser)]
+#[command(name = "tokenbill-dev", version)]
+struct Args {
+    #[arg(long, env = "TOKENBILL_DEV_ADDR", default_value = "127.0.0.1:3000")]
+    addr: std::net::SocketAddr,
+    #[arg(long, env = "TOKENBILL_TABLE", default_value = "tokenbill")]
+    table: String,
+    /// Log JSON lines instead of coloured text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    tokenbill::telemetry::init(args.json);
+    let config = tokenbill::aws::sdk_config().await;
+    let store = Store::new(aws_sdk_dynamodb::Client::new(&config), args.table);
+    for step in prepare(&store, &aws_sdk_sqs::Client::new(&config)).await? {
+        tracing::info!("{step}");
+    }
+    let listener = tokio::net::TcpListener::bind(args.addr).await?;
+    println!("{}", describe(listener.local_addr()?));
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("stopping");
+    };
+    serve(listener, AppState { store }, shutdown).await?;
+    Ok(())
+}

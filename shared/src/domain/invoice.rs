@@ -1,0 +1,190 @@
+//! Invoices carry a purchase to payment. Their status only moves along the
+//! edges of one state machine; every other move is an error.
+//!
+//! ```text
+//! pending --payment--> paid
+//! pending --expire---> expired --payment--> paid (late)
+//! pending --cancel---> cancelled --payment--> paid (late)
+//! ```
+//! A payment confirmed after expiry or cancellation is still honoured: the
+//! provider took the money, so the user gets what they paid for.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::tariff::Localized;
+use super::{DomainError, InvoiceId, Money, TariffId, Tokens, UserId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    Pending,
+    Paid,
+    Expired,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvoiceEvent {
+    /// A provider proved the money arrived.
+    PaymentConfirmed,
+    /// The invoice's time ran out.
+    Expire,
+    /// The user gave up on it.
+    Cancel,
+}
+
+/// Where an invoice moves on an event; `late` marks a payment that arrived
+/// after the invoice stopped waiting for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub to: InvoiceStatus,
+    pub late: bool,
+}
+
+impl InvoiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceStatus::Pending => "pending",
+            InvoiceStatus::Paid => "paid",
+            InvoiceStatus::Expired => "expired",
+            InvoiceStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn on(self, event: InvoiceEvent) -> Result<Transition, DomainError> {
+        use InvoiceEvent::*;
+        use InvoiceStatus::*;
+        let to = |to, late| Ok(Transition { to, late });
+        match (self, event) {
+            (Pending, PaymentConfirmed) => to(Paid, false),
+            (Expired | Cancelled, PaymentConfirmed) => to(Paid, true),
+            (Pending, Expire) => to(Expired, false),
+            (Pending, Cancel) => to(Cancelled, false),
+            (from, event) => Err(DomainError::InvalidInvoiceTransition {
+                from: from.as_str(),
+                event: event.as_str(),
+            }),
+        }
+    }
+}
+
+impl InvoiceEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceEvent::PaymentConfirmed => "payment",
+            InvoiceEvent::Expire => "expire",
+            InvoiceEvent::Cancel => "cancel",
+        }
+    }
+}
+
+impl fmt::Display for InvoiceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    Mock,
+    Robokassa,
+    TelegramStars,
+    /// Nothing to pay (a 100% discount): completed without a provider.
+    Free,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invoice {
+    pub id: InvoiceId,
+    pub user: UserId,
+    pub tariff_id: TariffId,
+    /// What was bought, as it was when the invoice was made.
+    pub title: Localized,
+    pub tokens: Tokens,
+    /// Extra tokens from a promo code, granted with the purchase.
+    pub bonus_tokens: Tokens,
+    pub price: Money,
+    pub discount: Money,
+    pub amount_due: Money,
+    pub provider: Provider,
+    #[serde(default)]
+    pub promo_code: Option<String>,
+    pub status: InvoiceStatus,
+    #[serde(default)]
+    pub paid_late: bool,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    #[serde(default)]
+    pub paid_at: Option<DateTime<Utc>>,
+    /// The provider's own reference (Robokassa `InvId`, Stars charge id...).
+    #[serde(default)]
+    pub provider_ref: Option<String>,
+}
+
+impl Invoice {
+    /// Applies an event, recording when and how the invoice got paid.
+    pub fn apply(
+        &mut self,
+        event: InvoiceEvent,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, DomainError> {
+        let transition = self.status.on(event)?;
+        self.status = transition.to;
+        if transition.to == InvoiceStatus::Paid {
+            self.paid_late = transition.late;
+            self.paid_at = Some(now);
+        }
+        Ok(transition)
+    }
+
+    pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
+        self.status == InvoiceStatus::Pending && now >= self.expires_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InvoiceEvent::*;
+    use super::InvoiceStatus::*;
+    use super::*;
+
+    #[test]
+    fn every_transition_is_either_allowed_or_an_error() {
+        let allowed = [
+            (Pending, PaymentConfirmed, Paid, false),
+            (Expired, PaymentConfirmed, Paid, true),
+            (Cancelled, PaymentConfirmed, Paid, true),
+            (Pending, Expire, Expired, false),
+            (Pending, Cancel, Cancelled, false),
+        ];
+        for from in [Pending, Paid, Expired, Cancelled] {
+            for event in [PaymentConfirmed, Expire, Cancel] {
+                let expected = allowed
+                    .iter()
+                    .find(|(f, e, _, _)| *f == from && *e == event);
+                match (from.on(event), expected) {
+                    (Ok(t), Some((_, _, to, late))) => assert_eq!(
+                        t,
+                        Transition {
+                            to: *to,
+                            late: *late
+                        }
+                    ),
+                    (Err(DomainError::InvalidInvoiceTransition { .. }), None) => {}
+                    (got, want) => panic!("{from:?} on {event:?}: got {got:?}, want {want:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_paid_invoice_is_paid_once() {
+        assert!(Paid.on(PaymentConfirmed).is_err());
+        assert!(Paid.on(Cancel).is_err());
+        assert!(Paid.on(Expire).is_err());
+    }
+}

@@ -1,0 +1,552 @@
+//! Balance operations. Each one is a single `TransactWriteItems`:
+//!
+//! 0. the idempotency record, put only if absent;
+//! 1. the account, updated only if its sequence is still the one read;
+//! 2. the ledger entry at the next sequence;
+//! 3. the hold or earlier entry the movement touches, if any;
+//! 4. any items the caller adds (an invoice's status, a promo redemption).
+//!
+//! The account and the idempotency record are read first, in one
+//! consistent batch: a replay is answered from that read without writing,
+//! and an overdraft is refused with the balance it read. When a concurrent
+//! write wins the race, the cancelled transaction hands back the fresh
+//! account (`ALL_OLD`) and the operation is planned again from it.
+
+use std::time::Duration as StdDuration;
+
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    CancellationReason, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
+};
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::item::{Item, n, parse, record, s};
+use super::keys::{self, Key};
+use super::{Store, StoreError};
+use crate::domain::ledger::{
+    self, CreditKind, DebitKind, Hold, HoldStatus, LedgerEntry, RefundTarget,
+};
+use crate::domain::{Balance, EntryKind, IdempotencyKey, Movement, Tokens, TxId, UserId};
+
+/// Attempts before a lost race is reported as [`StoreError::Contention`].
+const MAX_ATTEMPTS: u32 = 64;
+const CONDITION_FAILED: &str = "ConditionalCheckFailed";
+
+/// One request to change a balance.
+#[derive(Debug, Clone)]
+pub struct BalanceRequest {
+    pub user: UserId,
+    pub movement: Movement,
+    pub key: IdempotencyKey,
+    pub reference: Option<String>,
+    pub description: Option<String>,
+    /// Items written in the same transaction, conditions included.
+    pub extra: Vec<TransactWriteItem>,
+}
+
+impl BalanceRequest {
+    pub fn new(user: UserId, movement: Movement, key: IdempotencyKey) -> Self {
+        Self {
+            user,
+            movement,
+            key,
+            reference: None,
+            description: None,
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn credit(user: UserId, kind: CreditKind, tokens: Tokens, key: IdempotencyKey) -> Self {
+        Self::new(user, Movement::Credit { kind, tokens }, key)
+    }
+
+    pub fn debit(user: UserId, kind: DebitKind, tokens: Tokens, key: IdempotencyKey) -> Self {
+        Self::new(user, Movement::Debit { kind, tokens }, key)
+    }
+
+    pub fn hold(user: UserId, tokens: Tokens, ttl: chrono::Duration, key: IdempotencyKey) -> Self {
+        Self::new(user, Movement::Hold { tokens, ttl }, key)
+    }
+
+    pub fn capture(hold_id: TxId, tokens: Tokens, key: IdempotencyKey) -> Self {
+        Self::new(hold_id.user, Movement::Capture { hold_id, tokens }, key)
+    }
+
+    pub fn release(hold_id: TxId, key: IdempotencyKey) -> Self {
+        Self::new(hold_id.user, Movement::Release { hold_id }, key)
+    }
+
+    pub fn refund(original: TxId, tokens: Tokens, key: IdempotencyKey) -> Self {
+        Self::new(original.user, Movement::Refund { original, tokens }, key)
+    }
+
+    pub fn reference(mut self, reference: impl Into<String>) -> Self {
+        self.reference = Some(reference.into());
+        self
+    }
+
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = Some(description.into());
+        self
+    }
+
+    pub fn with_item(mut self, item: TransactWriteItem) -> Self {
+        self.extra.push(item);
+        self
+    }
+
+    /// The hold or entry this movement refers to, which must belong to the user.
+    fn related_key(&self) -> Result<Option<(Key, String)>, StoreError> {
+        let (tx, key, what) = match &self.movement {
+            Movement::Capture { hold_id, .. } | Movement::Release { hold_id } => {
+                (*hold_id, keys::hold(*hold_id), "hold")
+            }
+            Movement::Refund { original, .. } => {
+                (*original, keys::ledger_entry(*original), "transaction")
+            }
+            _ => return Ok(None),
+        };
+        if tx.user != self.user {
+            return Err(StoreError::NotFound {
+                what: format!("{what} {tx}"),
+            });
+        }
+        Ok(Some((key, format!("{what} {tx}"))))
+    }
+}
+
+/// What an applied operation did: the same value on every replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub tx_id: TxId,
+    pub kind: EntryKind,
+    pub amount: Tokens,
+    pub balance_after: Balance,
+    pub created_at: DateTime<Utc>,
+    /// For holds: when the hold lapses on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub receipt: Receipt,
+    /// True when the idempotency key had already been applied and this is
+    /// the first answer again.
+    pub replayed: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct IdempotencyRecord {
+    fingerprint: String,
+    receipt: Receipt,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct AccountRecord {
+    #[serde(default)]
+    pub available: Tokens,
+    #[serde(default)]
+    pub held: Tokens,
+    #[serde(default)]
+    pub seq: u64,
+}
+
+/// What the operation is planned from.
+#[derive(Debug, Default)]
+struct Snapshot {
+    balance: Balance,
+    seq: u64,
+    replay: Option<IdempotencyRecord>,
+    hold: Option<Hold>,
+    refund_target: Option<RefundTarget>,
+}
+
+impl Snapshot {
+    fn set_account(&mut self, item: Item) -> Result<(), StoreError> {
+        let account: AccountRecord = parse("account", item)?;
+        self.balance = Balance {
+            available: account.available,
+            held: account.held,
+        };
+        self.seq = account.seq;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Applies one balance operation exactly once per idempotency key.
+    pub async fn apply(&self, request: BalanceRequest) -> Result<Applied, StoreError> {
+        let related = request.related_key()?;
+        let mut snapshot = self.load(&request, related.as_ref()).await?;
+        for attempt in 0..MAX_ATTEMPTS {
+            if let Some(record) = snapshot.replay.take() {
+                return replay(&request, record);
+            }
+            if let Some((_, what)) = &related
+                && snapshot.hold.is_none()
+                && snapshot.refund_target.is_none()
+            {
+                return Err(StoreError::NotFound { what: what.clone() });
+            }
+            let now = self.now();
+            let posting = ledger::plan(
+                &snapshot.balance,
+                &request.movement,
+                snapshot.hold.as_ref(),
+                snapshot.refund_target.as_ref(),
+                now,
+            )?;
+            let balance_after = snapshot.balance.apply(&posting)?;
+            let tx_id = TxId {
+                user: request.user,
+                seq: snapshot.seq + 1,
+            };
+            let receipt = Receipt {
+                tx_id,
+                kind: posting.kind,
+                amount: posting.amount,
+                balance_after,
+                created_at: now,
+                expires_at: match request.movement {
+                    Movement::Hold { ttl, .. } => Some(now + ttl),
+                    _ => None,
+                },
+            };
+            let entry = LedgerEntry {
+                tx_id,
+                kind: posting.kind,
+                amount: posting.amount,
+                delta_available: posting.delta_available,
+                delta_held: posting.delta_held,
+                balance_after,
+                idempotency_key: request.key.clone(),
+                created_at: now,
+                reference: request.reference.clone(),
+                description: request.description.clone(),
+                hold_id: match request.movement {
+                    Movement::Capture { hold_id, .. } | Movement::Release { hold_id } => {
+                        Some(hold_id)
+                    }
+                    Movement::Hold { .. } => Some(tx_id),
+                    _ => None,
+                },
+                refund_of: match request.movement {
+                    Movement::Refund { original, .. } => Some(original),
+                    _ => None,
+                },
+                refundable: posting.kind.is_refundable().then_some(posting.amount),
+            };
+            let items = self.transaction_items(&request, &snapshot, &entry, &receipt)?;
+            let extra_start = items.len() - request.extra.len();
+
+            let outcome = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await;
+            let reasons = match outcome {
+                Ok(_) => {
+                    return Ok(Applied {
+                        receipt,
+                        replayed: false,
+                    });
+                }
+                Err(err) => match err.as_service_error() {
+                    Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+                        cancelled.cancellation_reasons().to_vec()
+                    }
+                    _ => return Err(StoreError::from_sdk("TransactWriteItems", err)),
+                },
+            };
+            let failed = |index: usize| {
+                reasons.get(index).and_then(CancellationReason::code) == Some(CONDITION_FAILED)
+            };
+            if failed(0) {
+                // The key was applied by a concurrent call: answer as it did.
+                match reasons[0].item() {
+                    Some(item) => {
+                        snapshot.replay = Some(parse("idempotency record", item.clone())?)
+                    }
+                    None => snapshot = self.load(&request, related.as_ref()).await?,
+                }
+                continue;
+            }
+            if let Some(index) = (extra_start..reasons.len()).find(|&i| failed(i)) {
+                return Err(StoreError::ExtraConditionFailed {
+                    index: index - extra_start,
+                });
+            }
+            if failed(2) && !failed(1) {
+                // The account agreed on the sequence but its entry exists.
+                return Err(StoreError::corrupt(
+                    format!("account {}", request.user),
+                    "ledger entry exists beyond the account's sequence",
+                ));
+            }
+            // Lost a race on the account, the hold or the refunded entry, or
+            // a transaction conflict: plan again from fresh state.
+            match (failed(1), reasons[1].item(), &related) {
+                (true, Some(item), None) => snapshot.set_account(item.clone())?,
+                _ => snapshot = self.load(&request, related.as_ref()).await?,
+            }
+            backoff(attempt).await;
+        }
+        Err(StoreError::Contention {
+            what: format!("account {}", request.user),
+        })
+    }
+
+    fn transaction_items(
+        &self,
+        request: &BalanceRequest,
+        snapshot: &Snapshot,
+        entry: &LedgerEntry,
+        receipt: &Receipt,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let user = request.user;
+        let idempotency = IdempotencyRecord {
+            fingerprint: request.movement.fingerprint(),
+            receipt: receipt.clone(),
+        };
+        let mut items = vec![
+            self.put_new(record(
+                &keys::idempotency(user, &request.key),
+                "idempotency",
+                &idempotency,
+            )?)?,
+            self.account_update(
+                user,
+                snapshot.seq,
+                &entry.balance_after,
+                entry.tx_id.seq,
+                entry.created_at,
+            )?,
+            self.put_new(record(
+                &keys::ledger_entry(entry.tx_id),
+                "ledger_entry",
+                entry,
+            )?)?,
+        ];
+        match &request.movement {
+            Movement::Hold { tokens, .. } => {
+                let hold = Hold {
+                    hold_id: entry.tx_id,
+                    tokens: *tokens,
+                    status: HoldStatus::Active,
+                    expires_at: receipt.expires_at.unwrap_or(entry.created_at),
+                    captured: None,
+                };
+                items.push(self.put_new(record(&keys::hold(entry.tx_id), "hold", &hold)?)?);
+            }
+            Movement::Capture { hold_id, tokens } => {
+                items.push(self.close_hold(*hold_id, HoldStatus::Captured, Some(*tokens))?)
+            }
+            Movement::Release { hold_id } => {
+                items.push(self.close_hold(*hold_id, HoldStatus::Released, None)?)
+            }
+            Movement::Refund { original, tokens } => {
+                items.push(self.consume_refundable(*original, *tokens)?)
+            }
+            Movement::Credit { .. } | Movement::Debit { .. } => {}
+        }
+        items.extend(request.extra.iter().cloned());
+        Ok(items)
+    }
+
+    fn put_new(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(self.table())
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", keys::PK)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| StoreError::corrupt("put", e))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn account_update(
+        &self,
+        user: UserId,
+        expected_seq: u64,
+        after: &Balance,
+        seq: u64,
+        now: DateTime<Utc>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let mut update = Update::builder()
+            .table_name(self.table())
+            .set_key(Some(keys::account(user).to_item()))
+            .update_expression("SET #available = :available, #held = :held, #seq = :seq, #updated = :now, #entity = :entity")
+            .expression_attribute_names("#available", "available")
+            .expression_attribute_names("#held", "held")
+            .expression_attribute_names("#seq", "seq")
+            .expression_attribute_names("#updated", "updated_at")
+            .expression_attribute_names("#entity", keys::ENTITY)
+            .expression_attribute_values(":available", n(after.available))
+            .expression_attribute_values(":held", n(after.held))
+            .expression_attribute_values(":seq", n(seq))
+            .expression_attribute_values(":now", s(now.to_rfc3339()))
+            .expression_attribute_values(":entity", s("account"))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        update = if expected_seq == 0 {
+            update
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", keys::PK)
+        } else {
+            update
+                .condition_expression("#seq = :expected")
+                .expression_attribute_values(":expected", n(expected_seq))
+        };
+        let update = update
+            .build()
+            .map_err(|e| StoreError::corrupt("account update", e))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    fn close_hold(
+        &self,
+        hold_id: TxId,
+        status: HoldStatus,
+        captured: Option<Tokens>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let mut update = Update::builder()
+            .table_name(self.table())
+            .set_key(Some(keys::hold(hold_id).to_item()))
+            .condition_expression("#status = :active")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":active", s(HoldStatus::Active.as_str()))
+            .expression_attribute_values(":status", s(status.as_str()));
+        update = match captured {
+            Some(tokens) => update
+                .update_expression("SET #status = :status, #captured = :captured")
+                .expression_attribute_names("#captured", "captured")
+                .expression_attribute_values(":captured", n(tokens)),
+            None => update.update_expression("SET #status = :status"),
+        };
+        let update = update
+            .build()
+            .map_err(|e| StoreError::corrupt("hold update", e))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    fn consume_refundable(
+        &self,
+        original: TxId,
+        tokens: Tokens,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(self.table())
+            .set_key(Some(keys::ledger_entry(original).to_item()))
+            .update_expression("SET #refundable = #refundable - :tokens")
+            .condition_expression("#refundable >= :tokens")
+            .expression_attribute_names("#refundable", "refundable")
+            .expression_attribute_values(":tokens", n(tokens))
+            .build()
+            .map_err(|e| StoreError::corrupt("refund update", e))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// Reads the account, the idempotency record and the related hold or
+    /// entry in one consistent batch.
+    async fn load(
+        &self,
+        request: &BalanceRequest,
+        related: Option<&(Key, String)>,
+    ) -> Result<Snapshot, StoreError> {
+        let account_key = keys::account(request.user);
+        let idempotency_key = keys::idempotency(request.user, &request.key);
+        let mut wanted = vec![account_key.clone(), idempotency_key.clone()];
+        if let Some((key, _)) = related {
+            wanted.push(key.clone());
+        }
+        let mut snapshot = Snapshot::default();
+        for item in self.batch_get(wanted).await? {
+            match Key::of(&item) {
+                Some(key) if key == account_key => snapshot.set_account(item)?,
+                Some(key) if key == idempotency_key => {
+                    snapshot.replay = Some(parse("idempotency record", item)?)
+                }
+                Some(_) => match &request.movement {
+                    Movement::Refund { .. } => {
+                        let entry: LedgerEntry = parse("ledger entry", item)?;
+                        snapshot.refund_target = Some(RefundTarget {
+                            tx_id: entry.tx_id,
+                            kind: entry.kind,
+                            refundable: entry.refundable.unwrap_or(Tokens::ZERO),
+                        });
+                    }
+                    _ => snapshot.hold = Some(parse("hold", item)?),
+                },
+                None => {
+                    return Err(StoreError::corrupt(
+                        "batch get",
+                        "an item came back without its key",
+                    ));
+                }
+            }
+        }
+        Ok(snapshot)
+    }
+
+    /// Consistent reads of up to 100 keys, following unprocessed keys.
+    pub(crate) async fn batch_get(&self, keys: Vec<Key>) -> Result<Vec<Item>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
+        let request = KeysAndAttributes::builder()
+            .set_keys(Some(keys.iter().map(Key::to_item).collect()))
+            .consistent_read(true)
+            .build()
+            .map_err(|e| StoreError::corrupt("batch get", e))?;
+        let mut pending = Some(std::collections::HashMap::from([(
+            self.table().to_owned(),
+            request,
+        )]));
+        let mut attempt = 0;
+        while let Some(request) = pending.take().filter(|r| !r.is_empty()) {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
+            attempt += 1;
+            if attempt > MAX_ATTEMPTS {
+                return Err(StoreError::Contention {
+                    what: "batch get".into(),
+                });
+            }
+            let output = self
+                .client
+                .batch_get_item()
+                .set_request_items(Some(request))
+                .send()
+                .await
+                .map_err(|e| StoreError::from_sdk("BatchGetItem", e))?;
+            if let Some(mut responses) = output.responses {
+                found.extend(responses.remove(self.table()).unwrap_or_default());
+            }
+            pending = output.unprocessed_keys;
+        }
+        Ok(found)
+    }
+}
+
+fn replay(request: &BalanceRequest, record: IdempotencyRecord) -> Result<Applied, StoreError> {
+    if record.fingerprint != request.movement.fingerprint() {
+        return Err(StoreError::KeyReused {
+            key: request.key.to_string(),
+        });
+    }
+    Ok(Applied {
+        receipt: record.receipt,
+        replayed: true,
+    })
+}
+
+/// Full-jitter exponential backoff, capped at 100 ms.
+async fn backoff(attempt: u32) {
+    let ceiling_ms = 2u64.saturating_mul(1 << attempt.min(6)).min(100);
+    let wait = rand::rng().random_range(0..=ceiling_ms);
+    tokio::time::sleep(StdDuration::from_millis(wait)).await;
+}

@@ -1,0 +1,118 @@
+//! Every item's keys, in one place. Nothing else in the code base spells
+//! out a `pk`/`sk` value.
+//!
+//! | item                 | pk               | sk                    |
+//! |----------------------|------------------|-----------------------|
+//! | user profile         | `USER#<id>`      | `PROFILE`             |
+//! | account (balance)    | `USER#<id>`      | `ACCOUNT`             |
+//! | ledger entry         | `USER#<id>`      | `TX#<seq, 20 digits>` |
+//! | idempotency record   | `USER#<id>`      | `IDEM#<key>`          |
+//! | hold                 | `USER#<id>`      | `HOLD#<seq>`          |
+//! | tariff               | `CATALOG`        | `TARIFF#<id>`         |
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::domain::ids::HoldId;
+use crate::domain::{IdempotencyKey, TariffId, TxId, UserId};
+
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+/// Names the kind of every item, for audits and ad-hoc queries.
+pub const ENTITY: &str = "entity";
+/// Epoch seconds after which DynamoDB may delete an item. Code never
+/// relies on the deletion: expiry is always checked when an item is read.
+pub const TTL: &str = "ttl";
+
+/// Generic inverted index: user-owned items that are looked up another way.
+pub const GSI1: &str = "gsi1";
+pub const GSI1_PK: &str = "gsi1pk";
+pub const GSI1_SK: &str = "gsi1sk";
+
+/// Sparse index of work that falls due at a time (subscriptions): only
+/// items with a due time appear in it, so a sweep reads only what is due.
+pub const DUE_INDEX: &str = "due";
+pub const DUE_PK: &str = "due_pk";
+pub const DUE_AT: &str = "due_at";
+
+pub const LEDGER_PREFIX: &str = "TX#";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub pk: String,
+    pub sk: String,
+}
+
+impl Key {
+    fn new(pk: impl Into<String>, sk: impl Into<String>) -> Self {
+        Self {
+            pk: pk.into(),
+            sk: sk.into(),
+        }
+    }
+
+    pub fn to_item(&self) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            (PK.to_owned(), AttributeValue::S(self.pk.clone())),
+            (SK.to_owned(), AttributeValue::S(self.sk.clone())),
+        ])
+    }
+
+    /// Reads the key back from an item returned by DynamoDB.
+    pub fn of(item: &HashMap<String, AttributeValue>) -> Option<Key> {
+        match (item.get(PK), item.get(SK)) {
+            (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) => {
+                Some(Key::new(pk.clone(), sk.clone()))
+            }
+            _ => None,
+        }
+    }
+}
+
+pub fn user_pk(user: UserId) -> String {
+    format!("USER#{user}")
+}
+
+pub fn profile(user: UserId) -> Key {
+    Key::new(user_pk(user), "PROFILE")
+}
+
+pub fn account(user: UserId) -> Key {
+    Key::new(user_pk(user), "ACCOUNT")
+}
+
+/// Zero-padded so that entries sort by sequence, oldest first.
+pub fn ledger_entry(tx: TxId) -> Key {
+    Key::new(user_pk(tx.user), format!("{LEDGER_PREFIX}{:020}", tx.seq))
+}
+
+pub fn idempotency(user: UserId, key: &IdempotencyKey) -> Key {
+    Key::new(user_pk(user), format!("IDEM#{key}"))
+}
+
+pub fn hold(hold: HoldId) -> Key {
+    Key::new(user_pk(hold.user), format!("HOLD#{:020}", hold.seq))
+}
+
+pub const CATALOG_PK: &str = "CATALOG";
+pub const TARIFF_PREFIX: &str = "TARIFF#";
+
+pub fn tariff(id: &TariffId) -> Key {
+    Key::new(CATALOG_PK, format!("{TARIFF_PREFIX}{id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ledger_keys_sort_by_sequence() {
+        let user = UserId::new(5).unwrap();
+        let a = ledger_entry(TxId { user, seq: 9 });
+        let b = ledger_entry(TxId { user, seq: 10 });
+        assert!(a.sk < b.sk);
+        assert_eq!(a.pk, "USER#5");
+        assert_eq!(Key::of(&a.to_item()), Some(a));
+    }
+}

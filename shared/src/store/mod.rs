@@ -1,0 +1,56 @@
+//! The DynamoDB single-table store. Domain rules decide; this module loads
+//! what they need and writes what they decided, atomically.
+
+mod balance;
+pub mod error;
+pub mod item;
+pub mod keys;
+mod ledger;
+mod tariffs;
+mod users;
+
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::Client;
+
+pub use balance::{Applied, BalanceRequest, Receipt};
+pub use error::StoreError;
+pub use ledger::LedgerPage;
+
+use crate::clock::{Clock, SystemClock};
+
+/// A handle on the table. Cheap to clone: build it once per cold start.
+#[derive(Debug, Clone)]
+pub struct Store {
+    client: Client,
+    table: Arc<str>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Store {
+    pub fn new(client: Client, table: impl Into<Arc<str>>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Replaces the clock (tests use a [`crate::ManualClock`]).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+}

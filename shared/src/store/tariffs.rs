@@ -1,0 +1,101 @@
+//! The tariff catalog.
+
+use super::item::{parse, record, s};
+use super::keys;
+use super::{Store, StoreError};
+use crate::domain::TariffId;
+use crate::domain::tariff::Tariff;
+
+impl Store {
+    /// Validates every tariff first, then writes them all: a bad file
+    /// changes nothing.
+    pub async fn put_tariffs(&self, tariffs: &[Tariff]) -> Result<(), StoreError> {
+        for tariff in tariffs {
+            tariff.validate()?;
+        }
+        for tariff in tariffs {
+            self.client
+                .put_item()
+                .table_name(self.table())
+                .set_item(Some(record(&keys::tariff(&tariff.id), "tariff", tariff)?))
+                .send()
+                .await
+                .map_err(|e| StoreError::from_sdk("PutItem", e))?;
+        }
+        Ok(())
+    }
+
+    /// The whole catalog in display order, inactive tariffs included.
+    pub async fn tariffs(&self) -> Result<Vec<Tariff>, StoreError> {
+        let mut tariffs = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(self.table())
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", keys::PK)
+                .expression_attribute_names("#sk", keys::SK)
+                .expression_attribute_values(":pk", s(keys::CATALOG_PK))
+                .expression_attribute_values(":prefix", s(keys::TARIFF_PREFIX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::from_sdk("Query", e))?;
+            for item in output.items.unwrap_or_default() {
+                tariffs.push(parse::<Tariff>("tariff", item)?);
+            }
+            match output.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => break,
+            }
+        }
+        tariffs.sort_by(|a, b| (a.sort_order, &a.id).cmp(&(b.sort_order, &b.id)));
+        Ok(tariffs)
+    }
+
+    pub async fn tariff(&self, id: &TariffId) -> Result<Option<Tariff>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(self.table())
+            .set_key(Some(keys::tariff(id).to_item()))
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk("GetItem", e))?;
+        output.item.map(|item| parse("tariff", item)).transpose()
+    }
+
+    /// Turns a tariff off (or on) without touching anything else.
+    pub async fn set_tariff_active(&self, id: &TariffId, active: bool) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(keys::tariff(id).to_item()))
+            .update_expression("SET #active = :active")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#active", "active")
+            .expression_attribute_names("#pk", keys::PK)
+            .expression_attribute_values(
+                ":active",
+                aws_sdk_dynamodb::types::AttributeValue::Bool(active),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::NotFound {
+                    what: format!("tariff {id}"),
+                })
+            }
+            Err(err) => Err(StoreError::from_sdk("UpdateItem", err)),
+        }
+    }
+}

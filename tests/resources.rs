@@ -1,0 +1,235 @@
+//! The table and queues declared in template.yaml are the ones the code
+//! defines (shared/src/resources.rs) and creates locally.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_yaml::Value;
+use tokenbill::resources::{self, QUEUES, TABLE};
+use tokenbill_tests::{dynamodb, sqs, unique_name};
+
+fn template() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
+    serde_yaml::from_str(&std::fs::read_to_string(path).expect("read template.yaml"))
+        .expect("parse template.yaml")
+}
+
+fn resource<'a>(template: &'a Value, logical_id: &str) -> &'a Value {
+    let resource = &template["Resources"][logical_id];
+    assert!(
+        !resource.is_null(),
+        "template.yaml has no resource {logical_id}"
+    );
+    resource
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => panic!("expected a scalar, found {other:?}"),
+    }
+}
+
+fn key_schema(value: &Value) -> Vec<(String, String)> {
+    value
+        .as_sequence()
+        .expect("KeySchema")
+        .iter()
+        .map(|k| (text(&k["AttributeName"]), text(&k["KeyType"])))
+        .collect()
+}
+
+#[test]
+fn template_table_matches_the_code() {
+    let template = template();
+    let table = &resource(&template, "Table")["Properties"];
+
+    let declared: BTreeMap<String, String> = table["AttributeDefinitions"]
+        .as_sequence()
+        .expect("AttributeDefinitions")
+        .iter()
+        .map(|a| (text(&a["AttributeName"]), text(&a["AttributeType"])))
+        .collect();
+    let expected: BTreeMap<String, String> = TABLE
+        .key_attributes()
+        .iter()
+        .map(|a| (a.name.to_owned(), a.kind.code().to_owned()))
+        .collect();
+    assert_eq!(declared, expected, "AttributeDefinitions");
+
+    assert_eq!(
+        key_schema(&table["KeySchema"]),
+        [
+            (TABLE.partition.name.to_owned(), "HASH".to_owned()),
+            (TABLE.sort.name.to_owned(), "RANGE".to_owned())
+        ]
+    );
+
+    let indexes: BTreeMap<String, (Vec<(String, String)>, String)> =
+        table["GlobalSecondaryIndexes"]
+            .as_sequence()
+            .expect("GlobalSecondaryIndexes")
+            .iter()
+            .map(|i| {
+                (
+                    text(&i["IndexName"]),
+                    (
+                        key_schema(&i["KeySchema"]),
+                        text(&i["Projection"]["ProjectionType"]),
+                    ),
+                )
+            })
+            .collect();
+    let expected: BTreeMap<String, (Vec<(String, String)>, String)> = TABLE
+        .indexes
+        .iter()
+        .map(|i| {
+            let schema = vec![
+                (i.partition.name.to_owned(), "HASH".to_owned()),
+                (i.sort.name.to_owned(), "RANGE".to_owned()),
+            ];
+            (i.name.to_owned(), (schema, "ALL".to_owned()))
+        })
+        .collect();
+    assert_eq!(indexes, expected, "GlobalSecondaryIndexes");
+
+    assert_eq!(
+        text(&table["TimeToLiveSpecification"]["AttributeName"]),
+        TABLE.ttl_attribute
+    );
+    assert_eq!(text(&table["TimeToLiveSpecification"]["Enabled"]), "true");
+    assert_eq!(text(&table["BillingMode"]), "PAY_PER_REQUEST");
+    assert_eq!(
+        text(&table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]),
+        "true"
+    );
+}
+
+#[test]
+fn template_queues_match_the_code() {
+    let template = template();
+    for queue in QUEUES {
+        let properties = &resource(&template, queue.logical_id)["Properties"];
+        assert_eq!(
+            text(&properties["VisibilityTimeout"]),
+            queue.visibility_timeout_seconds.to_string(),
+            "{}",
+            queue.logical_id
+        );
+        assert_eq!(
+            text(&properties["MessageRetentionPeriod"]),
+            queue.retention_seconds.to_string(),
+            "{}",
+            queue.logical_id
+        );
+        let redrive = &properties["RedrivePolicy"];
+        match queue.dead_letter {
+            Some((dead_letter, max_receive_count)) => {
+                assert_eq!(
+                    text(&redrive["maxReceiveCount"]),
+                    max_receive_count.to_string()
+                );
+                let target = match &redrive["deadLetterTargetArn"] {
+                    Value::Tagged(tagged) if tagged.tag == "!GetAtt" => text(&tagged.value),
+                    other => panic!("deadLetterTargetArn should be !GetAtt, found {other:?}"),
+                };
+                assert_eq!(target, format!("{dead_letter}.Arn"));
+            }
+            None => assert!(
+                redrive.is_null(),
+                "{} must not have a redrive policy",
+                queue.logical_id
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn local_table_is_created_as_defined() {
+    let client = dynamodb().await;
+    let name = unique_name("resources");
+    assert!(resources::create_table(&client, &name).await.unwrap());
+    assert!(
+        !resources::create_table(&client, &name).await.unwrap(),
+        "creating again is a no-op"
+    );
+
+    let table = client
+        .describe_table()
+        .table_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap();
+    let attributes: BTreeSet<(String, String)> = table
+        .attribute_definitions()
+        .iter()
+        .map(|a| {
+            (
+                a.attribute_name().to_owned(),
+                a.attribute_type().as_str().to_owned(),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, String)> = TABLE
+        .key_attributes()
+        .iter()
+        .map(|a| (a.name.to_owned(), a.kind.code().to_owned()))
+        .collect();
+    assert_eq!(attributes, expected);
+    let indexes: BTreeSet<String> = table
+        .global_secondary_indexes()
+        .iter()
+        .filter_map(|i| i.index_name().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        indexes,
+        TABLE.indexes.iter().map(|i| i.name.to_owned()).collect()
+    );
+
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(&name)
+        .send()
+        .await
+        .unwrap();
+    let ttl = ttl.time_to_live_description.unwrap();
+    assert_eq!(ttl.attribute_name(), Some(TABLE.ttl_attribute));
+}
+
+#[tokio::test]
+async fn local_queues_are_created_with_their_dead_letter_queue() {
+    let client = sqs().await;
+    let prefix = format!("{}-", unique_name("q"));
+    let created = resources::create_queues(&client, &prefix).await.unwrap();
+    assert_eq!(created.len(), QUEUES.len());
+    let again = resources::create_queues(&client, &prefix).await.unwrap();
+    assert_eq!(created, again, "creating again returns the same queues");
+
+    let (_, url) = created
+        .iter()
+        .find(|(id, _)| *id == "NotificationQueue")
+        .unwrap();
+    let attributes = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    assert_eq!(attributes[&QueueAttributeName::VisibilityTimeout], "180");
+    let policy: serde_json::Value =
+        serde_json::from_str(&attributes[&QueueAttributeName::RedrivePolicy]).unwrap();
+    assert!(
+        policy["deadLetterTargetArn"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("{prefix}tokenbill-notifications-dlq"))
+    );
+    assert_eq!(policy["maxReceiveCount"].to_string().trim_matches('"'), "5");
+}
