@@ -1,0 +1,200 @@
+//! The admin CLI and the dev runner, driven in-process against DynamoDB Local.
+
+use clap::Parser;
+use tokenbill::domain::UserId;
+use tokenbill::domain::user::{Language, Registration};
+use tokenbill_admin::{AdminError, Cli, run};
+use tokenbill_tests::{fresh_store, sdk_config, user};
+
+async fn admin(table: &str, args: &[&str]) -> Result<String, AdminError> {
+    let mut argv = vec!["tokenbill-admin", "--table", table];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(argv).expect("valid arguments");
+    let mut out = Vec::new();
+    run(cli, sdk_config().await, &mut out).await?;
+    Ok(String::from_utf8(out).expect("utf-8 output"))
+}
+
+fn registration(id: i64) -> Registration {
+    Registration {
+        id: user(id),
+        username: Some("ann".into()),
+        first_name: "Ann".into(),
+        last_name: None,
+        language: Language::Ru,
+        referrer: None,
+    }
+}
+
+#[tokio::test]
+async fn registration_is_idempotent_and_keeps_first_facts() {
+    let store = fresh_store().await;
+    let (first, created) = store.register_user(&registration(100)).await.unwrap();
+    assert!(created);
+    assert_eq!(first.language, Language::Ru);
+    let mut again = registration(100);
+    again.username = Some("ann_new".into());
+    again.language = Language::En;
+    again.referrer = Some(UserId::new(5).unwrap());
+    let (second, created) = store.register_user(&again).await.unwrap();
+    assert!(!created);
+    assert_eq!(
+        second.username.as_deref(),
+        Some("ann_new"),
+        "names follow Telegram"
+    );
+    assert_eq!(second.first_seen, first.first_seen);
+    assert_eq!(second.language, Language::Ru, "a chosen language is kept");
+    assert_eq!(
+        second.referrer, None,
+        "a referrer is only taken at first registration"
+    );
+    assert_eq!(store.user(user(100)).await.unwrap(), Some(second));
+    assert_eq!(store.user(user(101)).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn tariffs_seed_list_disable() {
+    let store = fresh_store().await;
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/tariffs.sample.json");
+    let out = admin(store.table(), &["tariffs", "seed", sample])
+        .await
+        .unwrap();
+    assert_eq!(out.trim(), "seeded 3 tariffs");
+    let tariffs = store.tariffs().await.unwrap();
+    assert_eq!(
+        tariffs.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        ["pack_100", "pack_1000", "sub_month"]
+    );
+
+    admin(store.table(), &["tariffs", "disable", "pack_100"])
+        .await
+        .unwrap();
+    let list = admin(store.table(), &["tariffs", "list"]).await.unwrap();
+    let line = list.lines().find(|l| l.starts_with("pack_100")).unwrap();
+    assert!(line.contains("disabled"), "{line}");
+    assert!(
+        list.lines()
+            .find(|l| l.starts_with("sub_month"))
+            .unwrap()
+            .contains("active")
+    );
+    let missing = admin(store.table(), &["tariffs", "disable", "nope"])
+        .await
+        .unwrap_err();
+    assert!(missing.to_string().contains("not found"), "{missing}");
+}
+
+#[tokio::test]
+async fn a_bad_catalog_changes_nothing() {
+    let store = fresh_store().await;
+    let dir = std::env::temp_dir().join(tokenbill_tests::unique_name("catalog"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tariffs.json");
+    let mut tariffs: serde_json::Value =
+        serde_json::from_str(tokenbill_dev::SAMPLE_TARIFFS).unwrap();
+    tariffs[2]["prices"]["XTR"] = "10.5".into();
+    std::fs::write(&file, tariffs.to_string()).unwrap();
+    let err = admin(store.table(), &["tariffs", "seed", file.to_str().unwrap()])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("decimal places"), "{err}");
+    assert!(store.tariffs().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn grant_and_show_user() {
+    let store = fresh_store().await;
+    let err = admin(
+        store.table(),
+        &["tokens", "grant", "200", "50", "--reason", "welcome"],
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("user 200 not found"), "{err}");
+
+    store.register_user(&registration(200)).await.unwrap();
+    let args = [
+        "tokens",
+        "grant",
+        "200",
+        "50",
+        "--reason",
+        "welcome",
+        "--idempotency-key",
+        "support-1",
+    ];
+    let out = admin(store.table(), &args).await.unwrap();
+    assert!(out.starts_with("granted 50 tokens to user 200"), "{out}");
+    let out = admin(store.table(), &args).await.unwrap();
+    assert!(out.starts_with("already granted 50"), "{out}");
+    admin(
+        store.table(),
+        &["tokens", "grant", "200", "25", "--reason", "sorry"],
+    )
+    .await
+    .unwrap();
+
+    let shown = admin(store.table(), &["user", "show", "200"])
+        .await
+        .unwrap();
+    assert!(shown.contains("available 75"), "{shown}");
+    assert!(shown.contains("2 entries"), "{shown}");
+    assert!(shown.contains("audit    ok"), "{shown}");
+    assert!(
+        shown.contains("sorry") && shown.contains("welcome"),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
+async fn dev_runner_prepares_the_stack_and_answers_health() {
+    let store = fresh_store().await;
+    let sqs = tokenbill_tests::sqs().await;
+    let steps = tokenbill_dev::prepare(&store, &sqs).await.unwrap();
+    assert!(
+        steps.iter().any(|s| s.contains("seeded 3 sample tariffs")),
+        "{steps:?}"
+    );
+    let again = tokenbill_dev::prepare(&store, &sqs).await.unwrap();
+    assert!(
+        !again.iter().any(|s| s.contains("seeded")),
+        "an existing catalog is left alone"
+    );
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tokenbill_dev::serve(
+        listener,
+        tokenbill_dev::AppState {
+            store: store.clone(),
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let health = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let body: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["table"], store.table());
+
+    // A table that does not exist makes health say so.
+    let broken = tokenbill::Store::new(store.client().clone(), "missing-table");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let broken_addr = listener.local_addr().unwrap();
+    let broken_server = tokio::spawn(tokenbill_dev::serve(
+        listener,
+        tokenbill_dev::AppState { store: broken },
+        std::future::pending(),
+    ));
+    let health = reqwest::get(format!("http://{broken_addr}/health"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    broken_server.abort();
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
