@@ -38,17 +38,10 @@ async fn registration_is_idempotent_and_keeps_first_facts() {
     again.referrer = Some(UserId::new(5).unwrap());
     let (second, created) = store.register_user(&again).await.unwrap();
     assert!(!created);
-    assert_eq!(
-        second.username.as_deref(),
-        Some("ann_new"),
-        "names follow Telegram"
-    );
+    assert_eq!(second.username.as_deref(), Some("ann_new"), "names follow Telegram");
     assert_eq!(second.first_seen, first.first_seen);
     assert_eq!(second.language, Language::Ru, "a chosen language is kept");
-    assert_eq!(
-        second.referrer, None,
-        "a referrer is only taken at first registration"
-    );
+    assert_eq!(second.referrer, None, "a referrer is only taken at first registration");
     assert_eq!(store.user(user(100)).await.unwrap(), Some(second));
     assert_eq!(store.user(user(101)).await.unwrap(), None);
 }
@@ -57,9 +50,7 @@ async fn registration_is_idempotent_and_keeps_first_facts() {
 async fn tariffs_seed_list_disable() {
     let store = fresh_store().await;
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/tariffs.sample.json");
-    let out = admin(store.table(), &["tariffs", "seed", sample])
-        .await
-        .unwrap();
+    let out = admin(store.table(), &["tariffs", "seed", sample]).await.unwrap();
     assert_eq!(out.trim(), "seeded 3 tariffs");
     let tariffs = store.tariffs().await.unwrap();
     assert_eq!(
@@ -67,9 +58,7 @@ async fn tariffs_seed_list_disable() {
         ["pack_100", "pack_1000", "sub_month"]
     );
 
-    admin(store.table(), &["tariffs", "disable", "pack_100"])
-        .await
-        .unwrap();
+    admin(store.table(), &["tariffs", "disable", "pack_100"]).await.unwrap();
     let list = admin(store.table(), &["tariffs", "list"]).await.unwrap();
     let line = list.lines().find(|l| l.starts_with("pack_100")).unwrap();
     assert!(line.contains("disabled"), "{line}");
@@ -79,9 +68,7 @@ async fn tariffs_seed_list_disable() {
             .unwrap()
             .contains("active")
     );
-    let missing = admin(store.table(), &["tariffs", "disable", "nope"])
-        .await
-        .unwrap_err();
+    let missing = admin(store.table(), &["tariffs", "disable", "nope"]).await.unwrap_err();
     assert!(missing.to_string().contains("not found"), "{missing}");
 }
 
@@ -91,8 +78,7 @@ async fn a_bad_catalog_changes_nothing() {
     let dir = std::env::temp_dir().join(tokenbill_tests::unique_name("catalog"));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("tariffs.json");
-    let mut tariffs: serde_json::Value =
-        serde_json::from_str(tokenbill_dev::SAMPLE_TARIFFS).unwrap();
+    let mut tariffs: serde_json::Value = serde_json::from_str(tokenbill_dev::SAMPLE_TARIFFS).unwrap();
     tariffs[2]["prices"]["XTR"] = "10.5".into();
     std::fs::write(&file, tariffs.to_string()).unwrap();
     let err = admin(store.table(), &["tariffs", "seed", file.to_str().unwrap()])
@@ -105,12 +91,9 @@ async fn a_bad_catalog_changes_nothing() {
 #[tokio::test]
 async fn grant_and_show_user() {
     let store = fresh_store().await;
-    let err = admin(
-        store.table(),
-        &["tokens", "grant", "200", "50", "--reason", "welcome"],
-    )
-    .await
-    .unwrap_err();
+    let err = admin(store.table(), &["tokens", "grant", "200", "50", "--reason", "welcome"])
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("user 200 not found"), "{err}");
 
     store.register_user(&registration(200)).await.unwrap();
@@ -128,23 +111,15 @@ async fn grant_and_show_user() {
     assert!(out.starts_with("granted 50 tokens to user 200"), "{out}");
     let out = admin(store.table(), &args).await.unwrap();
     assert!(out.starts_with("already granted 50"), "{out}");
-    admin(
-        store.table(),
-        &["tokens", "grant", "200", "25", "--reason", "sorry"],
-    )
-    .await
-    .unwrap();
-
-    let shown = admin(store.table(), &["user", "show", "200"])
+    admin(store.table(), &["tokens", "grant", "200", "25", "--reason", "sorry"])
         .await
         .unwrap();
+
+    let shown = admin(store.table(), &["user", "show", "200"]).await.unwrap();
     assert!(shown.contains("available 75"), "{shown}");
     assert!(shown.contains("2 entries"), "{shown}");
     assert!(shown.contains("audit    ok"), "{shown}");
-    assert!(
-        shown.contains("sorry") && shown.contains("welcome"),
-        "{shown}"
-    );
+    assert!(shown.contains("sorry") && shown.contains("welcome"), "{shown}");
 }
 
 #[tokio::test]
@@ -152,10 +127,7 @@ async fn dev_runner_prepares_the_stack_and_answers_health() {
     let store = fresh_store().await;
     let sqs = tokenbill_tests::sqs().await;
     let steps = tokenbill_dev::prepare(&store, &sqs).await.unwrap();
-    assert!(
-        steps.iter().any(|s| s.contains("seeded 3 sample tariffs")),
-        "{steps:?}"
-    );
+    assert!(steps.iter().any(|s| s.contains("seeded 3 sample tariffs")), "{steps:?}");
     let again = tokenbill_dev::prepare(&store, &sqs).await.unwrap();
     assert!(
         !again.iter().any(|s| s.contains("seeded")),
@@ -167,9 +139,7 @@ async fn dev_runner_prepares_the_stack_and_answers_health() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(tokenbill_dev::serve(
         listener,
-        tokenbill_dev::AppState {
-            store: store.clone(),
-        },
+        tokenbill_dev::AppState { store: store.clone() },
         async {
             let _ = stopped.await;
         },
@@ -189,9 +159,7 @@ async fn dev_runner_prepares_the_stack_and_answers_health() {
         tokenbill_dev::AppState { store: broken },
         std::future::pending(),
     ));
-    let health = reqwest::get(format!("http://{broken_addr}/health"))
-        .await
-        .unwrap();
+    let health = reqwest::get(format!("http://{broken_addr}/health")).await.unwrap();
     assert_eq!(health.status(), 503);
     broken_server.abort();
 

@@ -10,16 +10,12 @@ use tokenbill_tests::{dynamodb, sqs, unique_name};
 
 fn template() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
-    serde_yaml::from_str(&std::fs::read_to_string(path).expect("read template.yaml"))
-        .expect("parse template.yaml")
+    serde_yaml::from_str(&std::fs::read_to_string(path).expect("read template.yaml")).expect("parse template.yaml")
 }
 
 fn resource<'a>(template: &'a Value, logical_id: &str) -> &'a Value {
     let resource = &template["Resources"][logical_id];
-    assert!(
-        !resource.is_null(),
-        "template.yaml has no resource {logical_id}"
-    );
+    assert!(!resource.is_null(), "template.yaml has no resource {logical_id}");
     resource
 }
 
@@ -67,21 +63,17 @@ fn template_table_matches_the_code() {
         ]
     );
 
-    let indexes: BTreeMap<String, (Vec<(String, String)>, String)> =
-        table["GlobalSecondaryIndexes"]
-            .as_sequence()
-            .expect("GlobalSecondaryIndexes")
-            .iter()
-            .map(|i| {
-                (
-                    text(&i["IndexName"]),
-                    (
-                        key_schema(&i["KeySchema"]),
-                        text(&i["Projection"]["ProjectionType"]),
-                    ),
-                )
-            })
-            .collect();
+    let indexes: BTreeMap<String, (Vec<(String, String)>, String)> = table["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .expect("GlobalSecondaryIndexes")
+        .iter()
+        .map(|i| {
+            (
+                text(&i["IndexName"]),
+                (key_schema(&i["KeySchema"]), text(&i["Projection"]["ProjectionType"])),
+            )
+        })
+        .collect();
     let expected: BTreeMap<String, (Vec<(String, String)>, String)> = TABLE
         .indexes
         .iter()
@@ -127,21 +119,14 @@ fn template_queues_match_the_code() {
         let redrive = &properties["RedrivePolicy"];
         match queue.dead_letter {
             Some((dead_letter, max_receive_count)) => {
-                assert_eq!(
-                    text(&redrive["maxReceiveCount"]),
-                    max_receive_count.to_string()
-                );
+                assert_eq!(text(&redrive["maxReceiveCount"]), max_receive_count.to_string());
                 let target = match &redrive["deadLetterTargetArn"] {
                     Value::Tagged(tagged) if tagged.tag == "!GetAtt" => text(&tagged.value),
                     other => panic!("deadLetterTargetArn should be !GetAtt, found {other:?}"),
                 };
                 assert_eq!(target, format!("{dead_letter}.Arn"));
             }
-            None => assert!(
-                redrive.is_null(),
-                "{} must not have a redrive policy",
-                queue.logical_id
-            ),
+            None => assert!(redrive.is_null(), "{} must not have a redrive policy", queue.logical_id),
         }
     }
 }
@@ -167,12 +152,7 @@ async fn local_table_is_created_as_defined() {
     let attributes: BTreeSet<(String, String)> = table
         .attribute_definitions()
         .iter()
-        .map(|a| {
-            (
-                a.attribute_name().to_owned(),
-                a.attribute_type().as_str().to_owned(),
-            )
-        })
+        .map(|a| (a.attribute_name().to_owned(), a.attribute_type().as_str().to_owned()))
         .collect();
     let expected: BTreeSet<(String, String)> = TABLE
         .key_attributes()
@@ -185,17 +165,9 @@ async fn local_table_is_created_as_defined() {
         .iter()
         .filter_map(|i| i.index_name().map(str::to_owned))
         .collect();
-    assert_eq!(
-        indexes,
-        TABLE.indexes.iter().map(|i| i.name.to_owned()).collect()
-    );
+    assert_eq!(indexes, TABLE.indexes.iter().map(|i| i.name.to_owned()).collect());
 
-    let ttl = client
-        .describe_time_to_live()
-        .table_name(&name)
-        .send()
-        .await
-        .unwrap();
+    let ttl = client.describe_time_to_live().table_name(&name).send().await.unwrap();
     let ttl = ttl.time_to_live_description.unwrap();
     assert_eq!(ttl.attribute_name(), Some(TABLE.ttl_attribute));
 }
@@ -209,10 +181,7 @@ async fn local_queues_are_created_with_their_dead_letter_queue() {
     let again = resources::create_queues(&client, &prefix).await.unwrap();
     assert_eq!(created, again, "creating again returns the same queues");
 
-    let (_, url) = created
-        .iter()
-        .find(|(id, _)| *id == "NotificationQueue")
-        .unwrap();
+    let (_, url) = created.iter().find(|(id, _)| *id == "NotificationQueue").unwrap();
     let attributes = client
         .get_queue_attributes()
         .queue_url(url)
@@ -223,8 +192,7 @@ async fn local_queues_are_created_with_their_dead_letter_queue() {
         .attributes
         .unwrap();
     assert_eq!(attributes[&QueueAttributeName::VisibilityTimeout], "180");
-    let policy: serde_json::Value =
-        serde_json::from_str(&attributes[&QueueAttributeName::RedrivePolicy]).unwrap();
+    let policy: serde_json::Value = serde_json::from_str(&attributes[&QueueAttributeName::RedrivePolicy]).unwrap();
     assert!(
         policy["deadLetterTargetArn"]
             .as_str()

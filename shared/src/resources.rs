@@ -3,8 +3,8 @@
 //! them from these definitions; a test checks the two agree.
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -130,10 +130,7 @@ pub const NOTIFICATION_QUEUE: QueueDefinition = QueueDefinition {
 pub const QUEUES: [QueueDefinition; 2] = [NOTIFICATION_DLQ, NOTIFICATION_QUEUE];
 
 /// Creates the table if it does not exist; true when it was created.
-pub async fn create_table(
-    client: &aws_sdk_dynamodb::Client,
-    name: &str,
-) -> Result<bool, StoreError> {
+pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<bool, StoreError> {
     let schema = |partition: &str, sort: &str| -> Result<Vec<KeySchemaElement>, StoreError> {
         Ok(vec![
             KeySchemaElement::builder()
@@ -171,22 +168,14 @@ pub async fn create_table(
             GlobalSecondaryIndex::builder()
                 .index_name(index.name)
                 .set_key_schema(Some(schema(index.partition.name, index.sort.name)?))
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::All)
-                        .build(),
-                )
+                .projection(Projection::builder().projection_type(ProjectionType::All).build())
                 .build()
                 .map_err(build_error)?,
         );
     }
     match request.send().await {
         Ok(_) => {}
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_in_use_exception()) =>
-        {
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => {
             return Ok(false);
         }
         Err(err) => return Err(StoreError::from_sdk("CreateTable", err)),
@@ -230,13 +219,9 @@ pub async fn create_queues(
                 .iter()
                 .find(|(id, _, _)| *id == dead_letter)
                 .map(|(_, _, arn)| arn.clone())
-                .ok_or_else(|| {
-                    StoreError::corrupt(
-                        "queue definitions",
-                        format!("{dead_letter} must come first"),
-                    )
-                })?;
-            let policy = serde_json::json!({ "deadLetterTargetArn": arn, "maxReceiveCount": max_receive_count.to_string() });
+                .ok_or_else(|| StoreError::corrupt("queue definitions", format!("{dead_letter} must come first")))?;
+            let policy =
+                serde_json::json!({ "deadLetterTargetArn": arn, "maxReceiveCount": max_receive_count.to_string() });
             request = request.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
         }
         let url = request

@@ -41,11 +41,7 @@ pub async fn sqs() -> aws_sdk_sqs::Client {
 /// A unique name for this process and call, usable for tables and queues.
 pub fn unique_name(prefix: &str) -> String {
     let n = TABLES.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{prefix}-{}-{n}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    )
+    format!("{prefix}-{}-{n}-{}", std::process::id(), uuid::Uuid::new_v4().simple())
 }
 
 /// A store on a fresh table created from [`resources::TABLE`].

@@ -21,12 +21,7 @@ use tokenbill::store::{BalanceRequest, Store, StoreError};
 )]
 pub struct Cli {
     /// The DynamoDB table.
-    #[arg(
-        long,
-        env = "TOKENBILL_TABLE",
-        default_value = "tokenbill",
-        global = true
-    )]
+    #[arg(long, env = "TOKENBILL_TABLE", default_value = "tokenbill", global = true)]
     pub table: String,
     #[command(subcommand)]
     pub command: Command,
@@ -138,42 +133,29 @@ pub async fn run(cli: Cli, config: &SdkConfig, out: &mut impl Write) -> Result<(
             )?;
         }
         Command::Queues(QueuesCommand::Create { prefix }) => {
-            for (logical_id, url) in
-                resources::create_queues(&aws_sdk_sqs::Client::new(config), &prefix).await?
-            {
+            for (logical_id, url) in resources::create_queues(&aws_sdk_sqs::Client::new(config), &prefix).await? {
                 writeln!(out, "{logical_id}: {url}")?;
             }
         }
         Command::Tariffs(command) => tariffs(&store, command, out).await?,
-        Command::User(UserCommand::Show { id, entries }) => {
-            show_user(&store, id, entries, out).await?
-        }
+        Command::User(UserCommand::Show { id, entries }) => show_user(&store, id, entries, out).await?,
         Command::Tokens(TokensCommand::Grant(args)) => grant(&store, args, out).await?,
     }
     Ok(())
 }
 
-async fn tariffs(
-    store: &Store,
-    command: TariffsCommand,
-    out: &mut impl Write,
-) -> Result<(), AdminError> {
+async fn tariffs(store: &Store, command: TariffsCommand, out: &mut impl Write) -> Result<(), AdminError> {
     match command {
         TariffsCommand::Seed { file } => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| AdminError::Input(format!("{}: {e}", file.display())))?;
-            let tariffs = parse_tariffs(&text)
-                .map_err(|e| AdminError::Input(format!("{}: {e}", file.display())))?;
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| AdminError::Input(format!("{}: {e}", file.display())))?;
+            let tariffs = parse_tariffs(&text).map_err(|e| AdminError::Input(format!("{}: {e}", file.display())))?;
             store.put_tariffs(&tariffs).await?;
             writeln!(out, "seeded {} tariffs", tariffs.len())?;
         }
         TariffsCommand::List => {
             for tariff in store.tariffs().await? {
-                let prices: Vec<String> = tariff
-                    .prices
-                    .iter()
-                    .map(|(c, a)| format!("{a} {c}"))
-                    .collect();
+                let prices: Vec<String> = tariff.prices.iter().map(|(c, a)| format!("{a} {c}")).collect();
                 writeln!(
                     out,
                     "{:<16} {:<8} {:>10} tokens  {:<24} {}",
@@ -210,12 +192,7 @@ pub fn parse_tariffs(text: &str) -> Result<Vec<Tariff>, String> {
     Ok(tariffs)
 }
 
-async fn show_user(
-    store: &Store,
-    id: UserId,
-    entries: i32,
-    out: &mut impl Write,
-) -> Result<(), AdminError> {
+async fn show_user(store: &Store, id: UserId, entries: i32, out: &mut impl Write) -> Result<(), AdminError> {
     let user = store.existing_user(id).await?;
     let report = store.audit(id).await?;
     let page = store.ledger_page(id, None, entries).await?;
@@ -243,13 +220,11 @@ async fn show_user(
     for entry in &page.entries {
         writeln!(
             out,
-            "  {:<12} {:<10} {:>+8} avail {:>+8} held  -> {:>8} / {:<8} {}  {}",
-            entry.tx_id.to_string(),
+            "  {}  {:<10} {:>+8} available {:>+8} held  {}  {}",
+            entry.tx_id,
             entry.kind.as_str(),
             entry.delta_available,
             entry.delta_held,
-            entry.balance_after.available,
-            entry.balance_after.held,
             entry.created_at.format("%Y-%m-%d %H:%M:%S"),
             entry.description.as_deref().unwrap_or("")
         )?;
@@ -276,24 +251,18 @@ async fn grant(store: &Store, args: GrantArgs, out: &mut impl Write) -> Result<(
             .unwrap_or_else(|| format!("admin-grant:{}", uuid::Uuid::new_v4())),
     )?;
     let applied = store
-        .apply(
-            BalanceRequest::credit(args.id, CreditKind::Grant, tokens, key)
-                .description(args.reason.trim()),
-        )
+        .apply(BalanceRequest::credit(args.id, CreditKind::Grant, tokens, key).description(args.reason.trim()))
         .await?;
     let receipt = applied.receipt;
+    let (balance, _) = store.balance(args.id).await?;
     writeln!(
         out,
         "{} {} tokens to user {} (transaction {}); available now {}",
-        if applied.replayed {
-            "already granted"
-        } else {
-            "granted"
-        },
+        if applied.replayed { "already granted" } else { "granted" },
         receipt.amount,
         args.id,
         receipt.tx_id,
-        receipt.balance_after.available
+        balance.available
     )?;
     Ok(())
 }

@@ -36,8 +36,8 @@ pub async fn prepare(store: &Store, sqs: &aws_sdk_sqs::Client) -> Result<Vec<Str
         done.push(format!("queue {logical_id}: {url}"));
     }
     if store.tariffs().await?.is_empty() {
-        let tariffs: Vec<Tariff> = serde_json::from_str(SAMPLE_TARIFFS)
-            .map_err(|e| StoreError::corrupt("sample tariffs", e))?;
+        let tariffs: Vec<Tariff> =
+            serde_json::from_str(SAMPLE_TARIFFS).map_err(|e| StoreError::corrupt("sample tariffs", e))?;
         store.put_tariffs(&tariffs).await?;
         done.push(format!("seeded {} sample tariffs", tariffs.len()));
     }
@@ -45,9 +45,7 @@ pub async fn prepare(store: &Store, sqs: &aws_sdk_sqs::Client) -> Result<Vec<Str
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .with_state(state)
+    Router::new().route("/health", get(health)).with_state(state)
 }
 
 /// Answers 200 when the table is reachable, 503 otherwise.
@@ -86,7 +84,5 @@ pub async fn serve(
 }
 
 pub fn describe(addr: SocketAddr) -> String {
-    format!(
-        "Tokenbill is running on http://{addr}\n  health: curl http://{addr}/health\n  stop:   Ctrl-C"
-    )
+    format!("Tokenbill is running on http://{addr}\n  health: curl http://{addr}/health\n  stop:   Ctrl-C")
 }

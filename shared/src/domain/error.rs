@@ -5,10 +5,7 @@ use super::{Currency, Tokens};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
     #[error("insufficient tokens: {requested} requested, {available} available")]
-    InsufficientTokens {
-        available: Tokens,
-        requested: Tokens,
-    },
+    InsufficientTokens { available: Tokens, requested: Tokens },
     #[error("token amount must be positive")]
     ZeroTokens,
     #[error("token arithmetic overflowed")]
@@ -24,26 +21,17 @@ pub enum DomainError {
     #[error("unknown currency {0:?}")]
     UnknownCurrency(String),
     #[error("invoice cannot go from {from} on {event}")]
-    InvalidInvoiceTransition {
-        from: &'static str,
-        event: &'static str,
-    },
+    InvalidInvoiceTransition { from: &'static str, event: &'static str },
     #[error("invalid {what}: {reason}")]
     InvalidValue { what: &'static str, reason: String },
     #[error("hold {hold_id} is {status}, not active")]
-    HoldNotActive {
-        hold_id: String,
-        status: &'static str,
-    },
+    HoldNotActive { hold_id: String, status: &'static str },
     #[error("hold {hold_id} expired")]
     HoldExpired { hold_id: String },
     #[error("capture of {requested} exceeds the {held} tokens held")]
     CaptureExceedsHold { held: Tokens, requested: Tokens },
     #[error("refund of {requested} exceeds the {remaining} tokens left to refund")]
-    RefundExceedsRemaining {
-        remaining: Tokens,
-        requested: Tokens,
-    },
+    RefundExceedsRemaining { remaining: Tokens, requested: Tokens },
     #[error("transaction {tx_id} ({kind}) cannot be refunded")]
     NotRefundable { tx_id: String, kind: &'static str },
 }

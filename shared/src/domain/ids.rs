@@ -47,40 +47,51 @@ impl FromStr for UserId {
     }
 }
 
-/// One ledger entry: the user and the entry's place in that user's gap-free
-/// sequence. Shown to callers as `"<user>.<seq>"`, so a transaction id alone
-/// locates its entry without an index.
+/// One ledger entry: the user and a time-ordered unique id (UUIDv7).
+/// Shown to callers as `"<user>.<32 hex digits>"`, so a transaction id
+/// alone locates its entry without an index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TxId {
     pub user: UserId,
-    pub seq: u64,
+    pub id: uuid::Uuid,
+}
+
+impl TxId {
+    /// A new id for `user`, ordered after earlier ones (to the millisecond).
+    pub fn generate(user: UserId) -> Self {
+        Self {
+            user,
+            id: uuid::Uuid::now_v7(),
+        }
+    }
+
+    /// The entry's sortable part, as used in keys.
+    pub fn sortable(&self) -> String {
+        self.id.simple().to_string()
+    }
 }
 
 impl fmt::Display for TxId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.user, self.seq)
+        write!(f, "{}.{}", self.user, self.id.simple())
     }
 }
 
 impl FromStr for TxId {
     type Err = DomainError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad =
-            || DomainError::invalid("transaction id", format!("{s:?} is not <user>.<sequence>"));
-        let (user, seq) = s.split_once('.').ok_or_else(bad)?;
-        let seq: u64 = seq.parse().map_err(|_| bad())?;
-        if seq == 0 || !seq.to_string().eq(seq_text(s)) {
+        let bad = || DomainError::invalid("transaction id", format!("{s:?} is not <user>.<32 hex digits>"));
+        let (user, id) = s.split_once('.').ok_or_else(bad)?;
+        let lower_hex = id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !lower_hex {
             return Err(bad());
         }
+        let id = uuid::Uuid::parse_str(id).map_err(|_| bad())?;
         Ok(TxId {
             user: user.parse().map_err(|_| bad())?,
-            seq,
+            id,
         })
     }
-}
-
-fn seq_text(s: &str) -> &str {
-    s.split_once('.').map_or("", |(_, seq)| seq)
 }
 
 impl Serialize for TxId {
@@ -224,17 +235,19 @@ mod tests {
 
     #[test]
     fn tx_ids_round_trip_and_reject_junk() {
-        let tx: TxId = "42.7".parse().unwrap();
-        assert_eq!(
-            tx,
-            TxId {
-                user: UserId::new(42).unwrap(),
-                seq: 7
-            }
-        );
-        assert_eq!(tx.to_string(), "42.7");
+        let tx = TxId::generate(UserId::new(42).unwrap());
+        assert_eq!(tx.to_string().parse::<TxId>().unwrap(), tx);
+        let later = TxId::generate(UserId::new(42).unwrap());
+        assert!(tx.sortable() <= later.sortable(), "ids sort by creation time");
+        let hex = tx.id.simple().to_string();
         for junk in [
-            "42", "42.", ".7", "42.0", "42.07", "42.-1", "x.1", "42.1.1", "42.+1",
+            "42".to_owned(),
+            format!("42.{}", &hex[..31]),
+            format!("x.{hex}"),
+            format!("42.{}", hex.to_uppercase()),
+            format!("0.{hex}"),
+            format!("42.{hex}.1"),
+            format!(".{hex}"),
         ] {
             assert!(junk.parse::<TxId>().is_err(), "{junk} should be rejected");
         }

@@ -127,11 +127,7 @@ pub struct Invoice {
 
 impl Invoice {
     /// Applies an event, recording when and how the invoice got paid.
-    pub fn apply(
-        &mut self,
-        event: InvoiceEvent,
-        now: DateTime<Utc>,
-    ) -> Result<Transition, DomainError> {
+    pub fn apply(&mut self, event: InvoiceEvent, now: DateTime<Utc>) -> Result<Transition, DomainError> {
         let transition = self.status.on(event)?;
         self.status = transition.to;
         if transition.to == InvoiceStatus::Paid {
@@ -163,17 +159,9 @@ mod tests {
         ];
         for from in [Pending, Paid, Expired, Cancelled] {
             for event in [PaymentConfirmed, Expire, Cancel] {
-                let expected = allowed
-                    .iter()
-                    .find(|(f, e, _, _)| *f == from && *e == event);
+                let expected = allowed.iter().find(|(f, e, _, _)| *f == from && *e == event);
                 match (from.on(event), expected) {
-                    (Ok(t), Some((_, _, to, late))) => assert_eq!(
-                        t,
-                        Transition {
-                            to: *to,
-                            late: *late
-                        }
-                    ),
+                    (Ok(t), Some((_, _, to, late))) => assert_eq!(t, Transition { to: *to, late: *late }),
                     (Err(DomainError::InvalidInvoiceTransition { .. }), None) => {}
                     (got, want) => panic!("{from:?} on {event:?}: got {got:?}, want {want:?}"),
                 }

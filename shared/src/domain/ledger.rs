@@ -2,9 +2,9 @@
 //! always the sum of its entries.
 //!
 //! A balance has two buckets: `available` (spendable) and `held` (reserved
-//! by holds). Each entry records a signed delta for both buckets and the
-//! balance after it, so an audit can replay a user's entries and check
-//! every step, not only the total.
+//! by holds). Each entry records a signed delta for both buckets; the store
+//! applies the deltas and writes the entry in one transaction, guarded by
+//! conditions (`available >= n` for debits), so the sums always match.
 
 use std::fmt;
 
@@ -26,12 +26,13 @@ impl Balance {
 
     /// The balance after a posting, or an error if a bucket would go negative.
     pub fn apply(&self, posting: &Posting) -> Result<Balance, DomainError> {
-        let available = self.available.apply(posting.delta_available)?.ok_or(
-            DomainError::InsufficientTokens {
+        let available = self
+            .available
+            .apply(posting.delta_available)?
+            .ok_or(DomainError::InsufficientTokens {
                 available: self.available,
                 requested: posting.amount,
-            },
-        )?;
+            })?;
         let held = self
             .held
             .apply(posting.delta_held)?
@@ -143,8 +144,7 @@ impl Movement {
                 CreditKind::Adjustment => EntryKind::Adjustment,
             },
             Movement::Debit {
-                kind: DebitKind::Spend,
-                ..
+                kind: DebitKind::Spend, ..
             } => EntryKind::Spend,
             Movement::Debit {
                 kind: DebitKind::Adjustment,
@@ -224,10 +224,11 @@ pub struct Posting {
     pub delta_held: i64,
 }
 
-/// Decides what a movement does to `balance`, given the hold or earlier
-/// entry it refers to (loaded by the store). Pure: same input, same answer.
-pub fn plan(
-    balance: &Balance,
+/// Decides what a movement does, given the hold or earlier entry it refers
+/// to (loaded by the store). Pure: same input, same answer. Whether the
+/// balance covers a debit is not decided here but by the write's condition
+/// ([`Posting::requires_available`]), so no read is needed first.
+pub fn posting(
     movement: &Movement,
     hold: Option<&Hold>,
     refund_target: Option<&RefundTarget>,
@@ -241,23 +242,21 @@ pub fn plan(
             delta_available: tokens.as_i64(),
             delta_held: 0,
         },
-        Movement::Debit { tokens, .. } | Movement::Hold { tokens, .. } => {
-            if balance.available < *tokens {
-                return Err(DomainError::InsufficientTokens {
-                    available: balance.available,
-                    requested: *tokens,
-                });
+        Movement::Debit { tokens, .. } => Posting {
+            kind,
+            amount: *tokens,
+            delta_available: -tokens.as_i64(),
+            delta_held: 0,
+        },
+        Movement::Hold { tokens, ttl } => {
+            if *ttl <= Duration::zero() {
+                return Err(DomainError::invalid("hold", "time to live must be positive"));
             }
-            let delta_held = if kind == EntryKind::Hold {
-                tokens.as_i64()
-            } else {
-                0
-            };
             Posting {
                 kind,
                 amount: *tokens,
                 delta_available: -tokens.as_i64(),
-                delta_held,
+                delta_held: tokens.as_i64(),
             }
         }
         Movement::Capture { tokens, .. } => {
@@ -291,9 +290,8 @@ pub fn plan(
             }
         }
         Movement::Refund { original, tokens } => {
-            let target = refund_target.ok_or_else(|| {
-                DomainError::invalid("refund", format!("transaction {original} not found"))
-            })?;
+            let target = refund_target
+                .ok_or_else(|| DomainError::invalid("refund", format!("transaction {original} not found")))?;
             if !target.kind.is_refundable() {
                 return Err(DomainError::NotRefundable {
                     tx_id: target.tx_id.to_string(),
@@ -314,8 +312,20 @@ pub fn plan(
             }
         }
     };
-    balance.apply(&posting)?;
     Ok(posting)
+}
+
+impl Posting {
+    /// The available tokens the balance must have for this posting: the
+    /// write's condition.
+    pub fn requires_available(&self) -> Option<Tokens> {
+        (self.delta_available < 0).then(|| Tokens::new(self.delta_available.unsigned_abs()).unwrap_or(Tokens::ZERO))
+    }
+
+    /// The held tokens the balance must have (captures and releases).
+    pub fn requires_held(&self) -> Option<Tokens> {
+        (self.delta_held < 0).then(|| Tokens::new(self.delta_held.unsigned_abs()).unwrap_or(Tokens::ZERO))
+    }
 }
 
 fn active_hold(hold: Option<&Hold>) -> Result<&Hold, DomainError> {
@@ -337,7 +347,6 @@ pub struct LedgerEntry {
     pub amount: Tokens,
     pub delta_available: i64,
     pub delta_held: i64,
-    pub balance_after: Balance,
     pub idempotency_key: IdempotencyKey,
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -360,7 +369,8 @@ pub struct LedgerEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditReport {
     pub account: Balance,
-    pub account_seq: u64,
+    /// How many entries the account says it has had.
+    pub account_entries: u64,
     pub ledger: Balance,
     pub entries: u64,
     pub problems: Vec<String>,
@@ -372,57 +382,32 @@ impl AuditReport {
     }
 }
 
-/// Replays `entries` (oldest first) and checks them against the account:
-/// sums match, the sequence has no gaps, and every recorded `balance_after`
-/// is what the replay computes.
-pub fn audit(account: Balance, account_seq: u64, entries: &[LedgerEntry]) -> AuditReport {
+/// Sums `entries` and checks them against the account: both buckets match
+/// and no entry is missing or extra.
+pub fn audit(account: Balance, account_entries: u64, entries: &[LedgerEntry]) -> AuditReport {
     let mut problems = Vec::new();
-    let mut running = (0i128, 0i128);
-    for (index, entry) in entries.iter().enumerate() {
-        let expected_seq = index as u64 + 1;
-        if entry.tx_id.seq != expected_seq {
-            problems.push(format!(
-                "entry {} found where sequence {expected_seq} was expected",
-                entry.tx_id
-            ));
-        }
-        running.0 += i128::from(entry.delta_available);
-        running.1 += i128::from(entry.delta_held);
-        if running.0 < 0 || running.1 < 0 {
-            problems.push(format!(
-                "entry {} drives the balance below zero",
-                entry.tx_id
-            ));
-        }
-        let recorded = (
-            i128::from(entry.balance_after.available.get()),
-            i128::from(entry.balance_after.held.get()),
-        );
-        if recorded != running {
-            problems.push(format!(
-                "entry {} records balance {:?} but the ledger sums to {:?}",
-                entry.tx_id, recorded, running
-            ));
-        }
-    }
-    if entries.len() as u64 != account_seq {
+    let (available, held) = entries.iter().fold((0i128, 0i128), |(a, h), entry| {
+        (a + i128::from(entry.delta_available), h + i128::from(entry.delta_held))
+    });
+    if entries.len() as u64 != account_entries {
         problems.push(format!(
-            "account is at sequence {account_seq} but the ledger has {} entries",
+            "account counts {account_entries} entries but the ledger has {}",
             entries.len()
         ));
     }
     let ledger = Balance {
-        available: to_tokens(running.0, &mut problems),
-        held: to_tokens(running.1, &mut problems),
+        available: to_tokens(available, &mut problems),
+        held: to_tokens(held, &mut problems),
     };
     if ledger != account {
         problems.push(format!(
-            "account holds {account:?} but the ledger sums to {ledger:?}"
+            "account holds {}/{} (available/held) but the ledger sums to {available}/{held}",
+            account.available, account.held
         ));
     }
     AuditReport {
         account,
-        account_seq,
+        account_entries,
         ledger,
         entries: entries.len() as u64,
         problems,
@@ -455,16 +440,13 @@ mod tests {
         }
     }
 
-    fn tx(seq: u64) -> TxId {
-        TxId {
-            user: UserId::new(7).unwrap(),
-            seq,
-        }
+    fn tx() -> TxId {
+        TxId::generate(UserId::new(7).unwrap())
     }
 
     fn hold(tokens: u64, status: HoldStatus, expires_in: i64) -> Hold {
         Hold {
-            hold_id: tx(1),
+            hold_id: tx(),
             tokens: t(tokens),
             status,
             expires_at: Utc::now() + Duration::seconds(expires_in),
@@ -478,7 +460,7 @@ mod tests {
         hold: Option<&Hold>,
         target: Option<&RefundTarget>,
     ) -> Result<Balance, DomainError> {
-        let posting = plan(&balance, &movement, hold, target, Utc::now())?;
+        let posting = posting(&movement, hold, target, Utc::now())?;
         balance.apply(&posting)
     }
 
@@ -515,7 +497,7 @@ mod tests {
         let captured = apply(
             held,
             Movement::Capture {
-                hold_id: tx(1),
+                hold_id: tx(),
                 tokens: t(25),
             },
             Some(&active),
@@ -523,13 +505,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(captured, bal(75, 0), "15 of the 40 held come back");
-        let released = apply(
-            held,
-            Movement::Release { hold_id: tx(1) },
-            Some(&active),
-            None,
-        )
-        .unwrap();
+        let released = apply(held, Movement::Release { hold_id: tx() }, Some(&active), None).unwrap();
         assert_eq!(released, bal(100, 0));
     }
 
@@ -537,16 +513,11 @@ mod tests {
     fn captures_respect_the_hold() {
         let held = bal(60, 40);
         let too_much = Movement::Capture {
-            hold_id: tx(1),
+            hold_id: tx(),
             tokens: t(41),
         };
         assert_eq!(
-            apply(
-                held,
-                too_much,
-                Some(&hold(40, HoldStatus::Active, 60)),
-                None
-            ),
+            apply(held, too_much, Some(&hold(40, HoldStatus::Active, 60)), None),
             Err(DomainError::CaptureExceedsHold {
                 held: t(40),
                 requested: t(41)
@@ -554,7 +525,7 @@ mod tests {
         );
         let expired = hold(40, HoldStatus::Active, -1);
         let capture = Movement::Capture {
-            hold_id: tx(1),
+            hold_id: tx(),
             tokens: t(1),
         };
         assert!(matches!(
@@ -563,13 +534,7 @@ mod tests {
         ));
         // An expired hold can still be released: that is how it gives tokens back.
         assert_eq!(
-            apply(
-                held,
-                Movement::Release { hold_id: tx(1) },
-                Some(&expired),
-                None
-            )
-            .unwrap(),
+            apply(held, Movement::Release { hold_id: tx() }, Some(&expired), None).unwrap(),
             bal(100, 0)
         );
         let done = hold(40, HoldStatus::Captured, 60);
@@ -582,18 +547,15 @@ mod tests {
     #[test]
     fn refunds_are_bounded_by_what_is_left() {
         let target = RefundTarget {
-            tx_id: tx(2),
+            tx_id: tx(),
             kind: EntryKind::Spend,
             refundable: t(30),
         };
         let refund = |n| Movement::Refund {
-            original: tx(2),
+            original: tx(),
             tokens: t(n),
         };
-        assert_eq!(
-            apply(bal(0, 0), refund(30), None, Some(&target)).unwrap(),
-            bal(30, 0)
-        );
+        assert_eq!(apply(bal(0, 0), refund(30), None, Some(&target)).unwrap(), bal(30, 0));
         assert!(matches!(
             apply(bal(0, 0), refund(31), None, Some(&target)),
             Err(DomainError::RefundExceedsRemaining { .. })
@@ -627,15 +589,14 @@ mod tests {
         assert_eq!(a.fingerprint(), a.clone().fingerprint());
     }
 
-    fn entry(seq: u64, da: i64, dh: i64, after: Balance) -> LedgerEntry {
+    fn entry(da: i64, dh: i64) -> LedgerEntry {
         LedgerEntry {
-            tx_id: tx(seq),
+            tx_id: tx(),
             kind: EntryKind::Adjustment,
             amount: t(da.unsigned_abs()),
             delta_available: da,
             delta_held: dh,
-            balance_after: after,
-            idempotency_key: IdempotencyKey::new(format!("k{seq}")).unwrap(),
+            idempotency_key: IdempotencyKey::new("k").unwrap(),
             created_at: Utc::now(),
             reference: None,
             description: None,
@@ -646,23 +607,59 @@ mod tests {
     }
 
     #[test]
-    fn audit_checks_sums_chain_and_sequence() {
-        let good = vec![
-            entry(1, 100, 0, bal(100, 0)),
-            entry(2, -30, 30, bal(70, 30)),
-            entry(3, 10, -30, bal(80, 0)),
-        ];
+    fn audit_checks_sums_and_counts() {
+        let good = vec![entry(100, 0), entry(-30, 30), entry(10, -30)];
         assert!(audit(bal(80, 0), 3, &good).is_ok());
-        assert!(
-            !audit(bal(81, 0), 3, &good).is_ok(),
-            "account differs from the ledger"
-        );
+        assert!(!audit(bal(81, 0), 3, &good).is_ok(), "account differs from the ledger");
+        assert!(!audit(bal(80, 1), 3, &good).is_ok(), "held differs from the ledger");
         assert!(!audit(bal(80, 0), 4, &good).is_ok(), "an entry is missing");
-        let mut gap = good.clone();
-        gap.remove(1);
-        assert!(!audit(bal(80, 0), 2, &gap).is_ok());
-        let mut wrong_after = good.clone();
-        wrong_after[1].balance_after = bal(71, 30);
-        assert!(!audit(bal(80, 0), 3, &wrong_after).is_ok());
+        let negative = vec![entry(-5, 0)];
+        assert!(!audit(bal(0, 0), 1, &negative).is_ok(), "a negative sum is a problem");
+    }
+
+    #[test]
+    fn postings_state_their_conditions() {
+        let spend = posting(
+            &Movement::Debit {
+                kind: DebitKind::Spend,
+                tokens: t(7),
+            },
+            None,
+            None,
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!((spend.requires_available(), spend.requires_held()), (Some(t(7)), None));
+        let credit = posting(
+            &Movement::Credit {
+                kind: CreditKind::Bonus,
+                tokens: t(7),
+            },
+            None,
+            None,
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!((credit.requires_available(), credit.requires_held()), (None, None));
+        let active = hold(40, HoldStatus::Active, 60);
+        let capture = posting(
+            &Movement::Capture {
+                hold_id: tx(),
+                tokens: t(40),
+            },
+            Some(&active),
+            None,
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(
+            (capture.requires_available(), capture.requires_held()),
+            (None, Some(t(40)))
+        );
+        let zero_ttl = Movement::Hold {
+            tokens: t(1),
+            ttl: Duration::zero(),
+        };
+        assert!(posting(&zero_ttl, None, None, Utc::now()).is_err());
     }
 }

@@ -105,11 +105,7 @@ impl Money {
         }
         let normalized = amount.normalize();
         if normalized.scale() > currency.minor_units() {
-            return Err(invalid(
-                amount,
-                currency,
-                "more decimal places than the currency has",
-            ));
+            return Err(invalid(amount, currency, "more decimal places than the currency has"));
         }
         let mut amount = normalized;
         amount.rescale(currency.minor_units());
@@ -123,8 +119,8 @@ impl Money {
     /// Parses text such as `"199"`, `"199.5"` or a provider's `"100.000000"`.
     /// Trailing zeros beyond the minor unit are fine; significant digits are not.
     pub fn parse(text: &str, currency: Currency) -> Result<Self, DomainError> {
-        let amount = Decimal::from_str_exact(text.trim())
-            .map_err(|_| invalid(text, currency, "not a decimal number"))?;
+        let amount =
+            Decimal::from_str_exact(text.trim()).map_err(|_| invalid(text, currency, "not a decimal number"))?;
         Self::new(amount, currency)
     }
 
@@ -156,24 +152,16 @@ impl Money {
     /// `percent`% of this amount, rounded by the currency's rule.
     pub fn percent(&self, percent: Decimal) -> Result<Money, DomainError> {
         if percent.is_sign_negative() || percent > Decimal::ONE_HUNDRED {
-            return Err(DomainError::invalid(
-                "percent",
-                format!("{percent} is outside 0..=100"),
-            ));
+            return Err(DomainError::invalid("percent", format!("{percent} is outside 0..=100")));
         }
-        let part = self
-            .currency
-            .round(self.amount * percent / Decimal::ONE_HUNDRED);
+        let part = self.currency.round(self.amount * percent / Decimal::ONE_HUNDRED);
         Money::new(part, self.currency)
     }
 
     /// `self - other`, floored at zero: a discount never makes a price negative.
     pub fn saturating_sub(&self, other: &Money) -> Result<Money, DomainError> {
         self.same_currency(other)?;
-        Money::new(
-            (self.amount - other.amount).max(Decimal::ZERO),
-            self.currency,
-        )
+        Money::new((self.amount - other.amount).max(Decimal::ZERO), self.currency)
     }
 
     pub fn checked_add(&self, other: &Money) -> Result<Money, DomainError> {
@@ -187,11 +175,7 @@ impl Money {
 
     pub fn min(self, other: Money) -> Result<Money, DomainError> {
         self.same_currency(&other)?;
-        Ok(if other.amount < self.amount {
-            other
-        } else {
-            self
-        })
+        Ok(if other.amount < self.amount { other } else { self })
     }
 
     fn same_currency(&self, other: &Money) -> Result<(), DomainError> {
@@ -263,18 +247,12 @@ mod tests {
         assert_eq!(rub("100.000000"), rub("100"));
         assert_eq!(rub("100.000000").to_minor(), 10_000);
         assert_eq!(rub("0.01").to_minor(), 1);
-        assert_eq!(
-            Money::from_minor(12_345, Currency::Rub).unwrap(),
-            rub("123.45")
-        );
+        assert_eq!(Money::from_minor(12_345, Currency::Rub).unwrap(), rub("123.45"));
     }
 
     #[test]
     fn subtraction_floors_at_zero_and_checks_currency() {
-        assert_eq!(
-            rub("100").saturating_sub(&rub("30.5")).unwrap(),
-            rub("69.50")
-        );
+        assert_eq!(rub("100").saturating_sub(&rub("30.5")).unwrap(), rub("69.50"));
         assert_eq!(
             rub("10").saturating_sub(&rub("30")).unwrap(),
             Money::zero(Currency::Rub)

@@ -19,10 +19,7 @@ impl PromoCodeText {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !valid {
-            return Err(DomainError::invalid(
-                "promo code",
-                "3..=32 letters, digits, '_' or '-'",
-            ));
+            return Err(DomainError::invalid("promo code", "3..=32 letters, digits, '_' or '-'"));
         }
         Ok(Self(code))
     }
@@ -120,10 +117,7 @@ impl PromoCode {
         {
             return Err(PromoRejection::BelowMinimum);
         }
-        if self
-            .max_redemptions
-            .is_some_and(|max| self.redemptions >= max)
-        {
+        if self.max_redemptions.is_some_and(|max| self.redemptions >= max) {
             return Err(PromoRejection::Exhausted);
         }
         Ok(())
@@ -133,9 +127,7 @@ impl PromoCode {
     pub fn discount_on(&self, price: &Money) -> Result<Money, DomainError> {
         match &self.effect {
             PromoEffect::PercentDiscount { percent } => price.percent(*percent),
-            PromoEffect::FixedDiscount { amount } if amount.currency() == price.currency() => {
-                amount.min(*price)
-            }
+            PromoEffect::FixedDiscount { amount } if amount.currency() == price.currency() => amount.min(*price),
             _ => Ok(Money::zero(price.currency())),
         }
     }
@@ -167,10 +159,7 @@ mod tests {
 
     #[test]
     fn codes_are_normalized() {
-        assert_eq!(
-            PromoCodeText::new(" welcome-10 ").unwrap().as_str(),
-            "WELCOME-10"
-        );
+        assert_eq!(PromoCodeText::new(" welcome-10 ").unwrap().as_str(), "WELCOME-10");
         assert!(PromoCodeText::new("ab").is_err());
         assert!(PromoCodeText::new("bad code").is_err());
     }
@@ -200,16 +189,10 @@ mod tests {
         let mut promo = code(PromoEffect::ExtraTokens { percent: 10 });
         assert_eq!(promo.check_static(now, None, None), Ok(()));
         promo.valid_until = Some(now - Duration::seconds(1));
-        assert_eq!(
-            promo.check_static(now, None, None),
-            Err(PromoRejection::Expired)
-        );
+        assert_eq!(promo.check_static(now, None, None), Err(PromoRejection::Expired));
         promo.valid_until = None;
         promo.valid_from = Some(now + Duration::hours(1));
-        assert_eq!(
-            promo.check_static(now, None, None),
-            Err(PromoRejection::NotYetValid)
-        );
+        assert_eq!(promo.check_static(now, None, None), Err(PromoRejection::NotYetValid));
         promo.valid_from = None;
         promo.allowed_tariffs = vec![TariffId::new("sub_month").unwrap()];
         assert_eq!(
@@ -218,9 +201,6 @@ mod tests {
         );
         promo.allowed_tariffs.clear();
         promo.redemptions = 10;
-        assert_eq!(
-            promo.check_static(now, None, None),
-            Err(PromoRejection::Exhausted)
-        );
+        assert_eq!(promo.check_static(now, None, None), Err(PromoRejection::Exhausted));
     }
 }

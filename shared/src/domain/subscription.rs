@@ -58,11 +58,7 @@ impl Subscription {
     /// Buying again while active adds a period to the end; it never
     /// shortens what was already paid for.
     pub fn extend(&mut self, now: DateTime<Utc>) {
-        let start = if self.period_end > now {
-            self.period_end
-        } else {
-            now
-        };
+        let start = if self.period_end > now { self.period_end } else { now };
         self.period += 1;
         self.period_start = start;
         self.period_end = Self::period_end_from(start, self.period_days);
@@ -98,10 +94,7 @@ mod tests {
         sub.status = SubscriptionStatus::Expired;
         sub.period_end = now - Duration::days(5);
         sub.extend(now);
-        assert_eq!(
-            sub.period_start, now,
-            "a lapsed subscription restarts today"
-        );
+        assert_eq!(sub.period_start, now, "a lapsed subscription restarts today");
         assert_eq!(sub.status, SubscriptionStatus::Active);
     }
 }

@@ -57,16 +57,10 @@ impl Tariff {
     /// Checks what the catalog file or an operator supplied.
     pub fn validate(&self) -> Result<(), DomainError> {
         if self.tokens == Tokens::ZERO {
-            return Err(DomainError::invalid(
-                "tariff",
-                format!("{} grants no tokens", self.id),
-            ));
+            return Err(DomainError::invalid("tariff", format!("{} grants no tokens", self.id)));
         }
         if self.prices.is_empty() {
-            return Err(DomainError::invalid(
-                "tariff",
-                format!("{} has no price", self.id),
-            ));
+            return Err(DomainError::invalid("tariff", format!("{} has no price", self.id)));
         }
         for (currency, amount) in &self.prices {
             let price = Money::new(*amount, *currency)?;

@@ -11,9 +11,7 @@ use super::DomainError;
 /// every signed delta, inside `i64` (DynamoDB numbers and JSON consumers).
 pub const MAX_TOKENS: u64 = 1_000_000_000_000_000;
 
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Tokens(u64);
 

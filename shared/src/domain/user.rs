@@ -17,12 +17,7 @@ impl Language {
     /// Telegram sends IETF tags such as `ru`, `ru-RU`, `en-US`; anything
     /// that is not Russian gets English.
     pub fn from_telegram(code: Option<&str>) -> Self {
-        match code.map(|c| {
-            c.split(['-', '_'])
-                .next()
-                .unwrap_or("")
-                .to_ascii_lowercase()
-        }) {
+        match code.map(|c| c.split(['-', '_']).next().unwrap_or("").to_ascii_lowercase()) {
             Some(primary) if primary == "ru" => Language::Ru,
             _ => Language::En,
         }

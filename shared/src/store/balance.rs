@@ -1,23 +1,24 @@
-//! Balance operations. Each one is a single `TransactWriteItems`:
+//! Balance operations. Each one is a single `TransactWriteItems`, and a
+//! credit, debit or hold is nothing else: no read comes first.
 //!
 //! 0. the idempotency record, put only if absent;
-//! 1. the account, updated only if its sequence is still the one read;
-//! 2. the ledger entry at the next sequence;
+//! 1. the account: `ADD` the deltas, on condition that the balance covers
+//!    them (`available >= n` for debits and holds);
+//! 2. the ledger entry, under a fresh time-ordered id;
 //! 3. the hold or earlier entry the movement touches, if any;
 //! 4. any items the caller adds (an invoice's status, a promo redemption).
 //!
-//! The account and the idempotency record are read first, in one
-//! consistent batch: a replay is answered from that read without writing,
-//! and an overdraft is refused with the balance it read. When a concurrent
-//! write wins the race, the cancelled transaction hands back the fresh
-//! account (`ALL_OLD`) and the operation is planned again from it.
+//! A cancelled transaction says why, item by item, and hands back the
+//! current item (`ALL_OLD`): a replay is answered from the stored record,
+//! an overdraft is refused with the balance that was there. Captures,
+//! releases and refunds read their hold or entry (and the idempotency
+//! record) first, because what they post depends on it.
 
 use std::time::Duration as StdDuration;
 
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    CancellationReason, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, Update,
+    CancellationReason, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use chrono::{DateTime, Utc};
 use rand::Rng;
@@ -26,10 +27,8 @@ use serde::{Deserialize, Serialize};
 use super::item::{Item, n, parse, record, s};
 use super::keys::{self, Key};
 use super::{Store, StoreError};
-use crate::domain::ledger::{
-    self, CreditKind, DebitKind, Hold, HoldStatus, LedgerEntry, RefundTarget,
-};
-use crate::domain::{Balance, EntryKind, IdempotencyKey, Movement, Tokens, TxId, UserId};
+use crate::domain::ledger::{self, CreditKind, DebitKind, Hold, HoldStatus, LedgerEntry, Posting, RefundTarget};
+use crate::domain::{DomainError, EntryKind, IdempotencyKey, Movement, Tokens, TxId, UserId};
 
 /// Attempts before a lost race is reported as [`StoreError::Contention`].
 const MAX_ATTEMPTS: u32 = 64;
@@ -104,9 +103,7 @@ impl BalanceRequest {
             Movement::Capture { hold_id, .. } | Movement::Release { hold_id } => {
                 (*hold_id, keys::hold(*hold_id), "hold")
             }
-            Movement::Refund { original, .. } => {
-                (*original, keys::ledger_entry(*original), "transaction")
-            }
+            Movement::Refund { original, .. } => (*original, keys::ledger_entry(*original), "transaction"),
             _ => return Ok(None),
         };
         if tx.user != self.user {
@@ -124,7 +121,6 @@ pub struct Receipt {
     pub tx_id: TxId,
     pub kind: EntryKind,
     pub amount: Tokens,
-    pub balance_after: Balance,
     pub created_at: DateTime<Utc>,
     /// For holds: when the hold lapses on its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,65 +147,49 @@ pub(super) struct AccountRecord {
     pub available: Tokens,
     #[serde(default)]
     pub held: Tokens,
+    /// How many ledger entries the account has had.
     #[serde(default)]
-    pub seq: u64,
+    pub entries: u64,
 }
 
-/// What the operation is planned from.
+/// The hold or entry a capture, release or refund refers to.
 #[derive(Debug, Default)]
-struct Snapshot {
-    balance: Balance,
-    seq: u64,
+struct Related {
     replay: Option<IdempotencyRecord>,
     hold: Option<Hold>,
     refund_target: Option<RefundTarget>,
 }
 
-impl Snapshot {
-    fn set_account(&mut self, item: Item) -> Result<(), StoreError> {
-        let account: AccountRecord = parse("account", item)?;
-        self.balance = Balance {
-            available: account.available,
-            held: account.held,
-        };
-        self.seq = account.seq;
-        Ok(())
-    }
-}
-
 impl Store {
     /// Applies one balance operation exactly once per idempotency key.
     pub async fn apply(&self, request: BalanceRequest) -> Result<Applied, StoreError> {
-        let related = request.related_key()?;
-        let mut snapshot = self.load(&request, related.as_ref()).await?;
+        let related_key = request.related_key()?;
+        let mut related = match &related_key {
+            Some((key, _)) => self.load_related(&request, key).await?,
+            None => Related::default(),
+        };
         for attempt in 0..MAX_ATTEMPTS {
-            if let Some(record) = snapshot.replay.take() {
+            if let Some(record) = related.replay.take() {
                 return replay(&request, record);
             }
-            if let Some((_, what)) = &related
-                && snapshot.hold.is_none()
-                && snapshot.refund_target.is_none()
+            if let Some((_, what)) = &related_key
+                && related.hold.is_none()
+                && related.refund_target.is_none()
             {
                 return Err(StoreError::NotFound { what: what.clone() });
             }
             let now = self.now();
-            let posting = ledger::plan(
-                &snapshot.balance,
+            let posting = ledger::posting(
                 &request.movement,
-                snapshot.hold.as_ref(),
-                snapshot.refund_target.as_ref(),
+                related.hold.as_ref(),
+                related.refund_target.as_ref(),
                 now,
             )?;
-            let balance_after = snapshot.balance.apply(&posting)?;
-            let tx_id = TxId {
-                user: request.user,
-                seq: snapshot.seq + 1,
-            };
+            let tx_id = TxId::generate(request.user);
             let receipt = Receipt {
                 tx_id,
                 kind: posting.kind,
                 amount: posting.amount,
-                balance_after,
                 created_at: now,
                 expires_at: match request.movement {
                     Movement::Hold { ttl, .. } => Some(now + ttl),
@@ -222,15 +202,12 @@ impl Store {
                 amount: posting.amount,
                 delta_available: posting.delta_available,
                 delta_held: posting.delta_held,
-                balance_after,
                 idempotency_key: request.key.clone(),
                 created_at: now,
                 reference: request.reference.clone(),
                 description: request.description.clone(),
                 hold_id: match request.movement {
-                    Movement::Capture { hold_id, .. } | Movement::Release { hold_id } => {
-                        Some(hold_id)
-                    }
+                    Movement::Capture { hold_id, .. } | Movement::Release { hold_id } => Some(hold_id),
                     Movement::Hold { .. } => Some(tx_id),
                     _ => None,
                 },
@@ -240,7 +217,7 @@ impl Store {
                 },
                 refundable: posting.kind.is_refundable().then_some(posting.amount),
             };
-            let items = self.transaction_items(&request, &snapshot, &entry, &receipt)?;
+            let items = self.transaction_items(&request, &posting, &entry, &receipt)?;
             let extra_start = items.len() - request.extra.len();
 
             let outcome = self
@@ -263,37 +240,48 @@ impl Store {
                     _ => return Err(StoreError::from_sdk("TransactWriteItems", err)),
                 },
             };
-            let failed = |index: usize| {
-                reasons.get(index).and_then(CancellationReason::code) == Some(CONDITION_FAILED)
-            };
+            let failed = |index: usize| reasons.get(index).and_then(CancellationReason::code) == Some(CONDITION_FAILED);
             if failed(0) {
-                // The key was applied by a concurrent call: answer as it did.
-                match reasons[0].item() {
-                    Some(item) => {
-                        snapshot.replay = Some(parse("idempotency record", item.clone())?)
-                    }
-                    None => snapshot = self.load(&request, related.as_ref()).await?,
-                }
-                continue;
+                // The key was applied before, or by a concurrent call: answer as it did.
+                let item = reasons[0]
+                    .item()
+                    .cloned()
+                    .ok_or_else(|| StoreError::corrupt("idempotency record", "not returned"))?;
+                return replay(&request, parse("idempotency record", item)?);
             }
             if let Some(index) = (extra_start..reasons.len()).find(|&i| failed(i)) {
                 return Err(StoreError::ExtraConditionFailed {
                     index: index - extra_start,
                 });
             }
-            if failed(2) && !failed(1) {
-                // The account agreed on the sequence but its entry exists.
+            if failed(1) {
+                let account: AccountRecord = reasons[1]
+                    .item()
+                    .cloned()
+                    .map(|item| parse("account", item))
+                    .transpose()?
+                    .unwrap_or_default();
+                if let Some(requested) = posting.requires_available()
+                    && account.available < requested
+                {
+                    return Err(DomainError::InsufficientTokens {
+                        available: account.available,
+                        requested,
+                    }
+                    .into());
+                }
                 return Err(StoreError::corrupt(
                     format!("account {}", request.user),
-                    "ledger entry exists beyond the account's sequence",
+                    "held tokens do not cover an active hold",
                 ));
             }
-            // Lost a race on the account, the hold or the refunded entry, or
-            // a transaction conflict: plan again from fresh state.
-            match (failed(1), reasons[1].item(), &related) {
-                (true, Some(item), None) => snapshot.set_account(item.clone())?,
-                _ => snapshot = self.load(&request, related.as_ref()).await?,
+            if failed(3) {
+                // The hold or refunded entry changed under us: decide again from its new state.
+                if let Some((key, _)) = &related_key {
+                    related = self.load_related(&request, key).await?;
+                }
             }
+            // Otherwise a transaction conflict (or an id collision): try again.
             backoff(attempt).await;
         }
         Err(StoreError::Contention {
@@ -304,7 +292,7 @@ impl Store {
     fn transaction_items(
         &self,
         request: &BalanceRequest,
-        snapshot: &Snapshot,
+        posting: &Posting,
         entry: &LedgerEntry,
         receipt: &Receipt,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
@@ -319,18 +307,8 @@ impl Store {
                 "idempotency",
                 &idempotency,
             )?)?,
-            self.account_update(
-                user,
-                snapshot.seq,
-                &entry.balance_after,
-                entry.tx_id.seq,
-                entry.created_at,
-            )?,
-            self.put_new(record(
-                &keys::ledger_entry(entry.tx_id),
-                "ledger_entry",
-                entry,
-            )?)?,
+            self.account_update(user, posting, entry.created_at)?,
+            self.put_new(record(&keys::ledger_entry(entry.tx_id), "ledger_entry", entry)?)?,
         ];
         match &request.movement {
             Movement::Hold { tokens, .. } => {
@@ -346,12 +324,8 @@ impl Store {
             Movement::Capture { hold_id, tokens } => {
                 items.push(self.close_hold(*hold_id, HoldStatus::Captured, Some(*tokens))?)
             }
-            Movement::Release { hold_id } => {
-                items.push(self.close_hold(*hold_id, HoldStatus::Released, None)?)
-            }
-            Movement::Refund { original, tokens } => {
-                items.push(self.consume_refundable(*original, *tokens)?)
-            }
+            Movement::Release { hold_id } => items.push(self.close_hold(*hold_id, HoldStatus::Released, None)?),
+            Movement::Refund { original, tokens } => items.push(self.consume_refundable(*original, *tokens)?),
             Movement::Credit { .. } | Movement::Debit { .. } => {}
         }
         items.extend(request.extra.iter().cloned());
@@ -373,38 +347,39 @@ impl Store {
     fn account_update(
         &self,
         user: UserId,
-        expected_seq: u64,
-        after: &Balance,
-        seq: u64,
+        posting: &Posting,
         now: DateTime<Utc>,
     ) -> Result<TransactWriteItem, StoreError> {
         let mut update = Update::builder()
             .table_name(self.table())
             .set_key(Some(keys::account(user).to_item()))
-            .update_expression("SET #available = :available, #held = :held, #seq = :seq, #updated = :now, #entity = :entity")
+            .update_expression(
+                "SET #updated = :now, #entity = :entity ADD #available :delta_available, #held :delta_held, #entries :one",
+            )
             .expression_attribute_names("#available", "available")
             .expression_attribute_names("#held", "held")
-            .expression_attribute_names("#seq", "seq")
+            .expression_attribute_names("#entries", "entries")
             .expression_attribute_names("#updated", "updated_at")
             .expression_attribute_names("#entity", keys::ENTITY)
-            .expression_attribute_values(":available", n(after.available))
-            .expression_attribute_values(":held", n(after.held))
-            .expression_attribute_values(":seq", n(seq))
+            .expression_attribute_values(":delta_available", n(posting.delta_available))
+            .expression_attribute_values(":delta_held", n(posting.delta_held))
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":now", s(now.to_rfc3339()))
             .expression_attribute_values(":entity", s("account"))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        update = if expected_seq == 0 {
-            update
-                .condition_expression("attribute_not_exists(#pk)")
-                .expression_attribute_names("#pk", keys::PK)
-        } else {
-            update
-                .condition_expression("#seq = :expected")
-                .expression_attribute_values(":expected", n(expected_seq))
-        };
-        let update = update
-            .build()
-            .map_err(|e| StoreError::corrupt("account update", e))?;
+        let mut conditions = Vec::new();
+        if let Some(available) = posting.requires_available() {
+            conditions.push("#available >= :need_available");
+            update = update.expression_attribute_values(":need_available", n(available));
+        }
+        if let Some(held) = posting.requires_held() {
+            conditions.push("#held >= :need_held");
+            update = update.expression_attribute_values(":need_held", n(held));
+        }
+        if !conditions.is_empty() {
+            update = update.condition_expression(conditions.join(" AND "));
+        }
+        let update = update.build().map_err(|e| StoreError::corrupt("account update", e))?;
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
@@ -428,17 +403,11 @@ impl Store {
                 .expression_attribute_values(":captured", n(tokens)),
             None => update.update_expression("SET #status = :status"),
         };
-        let update = update
-            .build()
-            .map_err(|e| StoreError::corrupt("hold update", e))?;
+        let update = update.build().map_err(|e| StoreError::corrupt("hold update", e))?;
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
-    fn consume_refundable(
-        &self,
-        original: TxId,
-        tokens: Tokens,
-    ) -> Result<TransactWriteItem, StoreError> {
+    fn consume_refundable(&self, original: TxId, tokens: Tokens) -> Result<TransactWriteItem, StoreError> {
         let update = Update::builder()
             .table_name(self.table())
             .set_key(Some(keys::ledger_entry(original).to_item()))
@@ -451,46 +420,29 @@ impl Store {
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
-    /// Reads the account, the idempotency record and the related hold or
-    /// entry in one consistent batch.
-    async fn load(
-        &self,
-        request: &BalanceRequest,
-        related: Option<&(Key, String)>,
-    ) -> Result<Snapshot, StoreError> {
-        let account_key = keys::account(request.user);
+    /// Reads the idempotency record and the hold or entry a capture,
+    /// release or refund refers to, in one consistent batch.
+    async fn load_related(&self, request: &BalanceRequest, related: &Key) -> Result<Related, StoreError> {
         let idempotency_key = keys::idempotency(request.user, &request.key);
-        let mut wanted = vec![account_key.clone(), idempotency_key.clone()];
-        if let Some((key, _)) = related {
-            wanted.push(key.clone());
-        }
-        let mut snapshot = Snapshot::default();
-        for item in self.batch_get(wanted).await? {
-            match Key::of(&item) {
-                Some(key) if key == account_key => snapshot.set_account(item)?,
-                Some(key) if key == idempotency_key => {
-                    snapshot.replay = Some(parse("idempotency record", item)?)
+        let mut found = Related::default();
+        for item in self.batch_get(vec![idempotency_key.clone(), related.clone()]).await? {
+            if Key::of(&item).as_ref() == Some(&idempotency_key) {
+                found.replay = Some(parse("idempotency record", item)?);
+                continue;
+            }
+            match &request.movement {
+                Movement::Refund { .. } => {
+                    let entry: LedgerEntry = parse("ledger entry", item)?;
+                    found.refund_target = Some(RefundTarget {
+                        tx_id: entry.tx_id,
+                        kind: entry.kind,
+                        refundable: entry.refundable.unwrap_or(Tokens::ZERO),
+                    });
                 }
-                Some(_) => match &request.movement {
-                    Movement::Refund { .. } => {
-                        let entry: LedgerEntry = parse("ledger entry", item)?;
-                        snapshot.refund_target = Some(RefundTarget {
-                            tx_id: entry.tx_id,
-                            kind: entry.kind,
-                            refundable: entry.refundable.unwrap_or(Tokens::ZERO),
-                        });
-                    }
-                    _ => snapshot.hold = Some(parse("hold", item)?),
-                },
-                None => {
-                    return Err(StoreError::corrupt(
-                        "batch get",
-                        "an item came back without its key",
-                    ));
-                }
+                _ => found.hold = Some(parse("hold", item)?),
             }
         }
-        Ok(snapshot)
+        Ok(found)
     }
 
     /// Consistent reads of up to 100 keys, following unprocessed keys.
@@ -501,10 +453,7 @@ impl Store {
             .consistent_read(true)
             .build()
             .map_err(|e| StoreError::corrupt("batch get", e))?;
-        let mut pending = Some(std::collections::HashMap::from([(
-            self.table().to_owned(),
-            request,
-        )]));
+        let mut pending = Some(std::collections::HashMap::from([(self.table().to_owned(), request)]));
         let mut attempt = 0;
         while let Some(request) = pending.take().filter(|r| !r.is_empty()) {
             if attempt > 0 {

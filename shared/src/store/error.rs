@@ -22,15 +22,9 @@ pub enum StoreError {
     #[error("too many concurrent writes to {what}; try again")]
     Contention { what: String },
     #[error("DynamoDB {operation} is unavailable: {message}")]
-    Unavailable {
-        operation: &'static str,
-        message: String,
-    },
+    Unavailable { operation: &'static str, message: String },
     #[error("DynamoDB {operation} rejected the request: {message}")]
-    Rejected {
-        operation: &'static str,
-        message: String,
-    },
+    Rejected { operation: &'static str, message: String },
     #[error("stored {what} is malformed: {detail}")]
     Corrupt { what: String, detail: String },
 }
@@ -39,10 +33,7 @@ impl StoreError {
     /// True when the same call may succeed later (throttling, a network
     /// fault, lost races); false when it would fail the same way.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Contention { .. } | StoreError::Unavailable { .. }
-        )
+        matches!(self, StoreError::Contention { .. } | StoreError::Unavailable { .. })
     }
 
     pub fn corrupt(what: impl Into<String>, detail: impl ToString) -> Self {
@@ -59,9 +50,7 @@ impl StoreError {
         R: Debug,
     {
         let retryable = match &err {
-            SdkError::TimeoutError(_)
-            | SdkError::DispatchFailure(_)
-            | SdkError::ResponseError(_) => true,
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
             SdkError::ServiceError(service) => matches!(
                 service.err().code(),
                 Some(

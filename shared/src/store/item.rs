@@ -21,8 +21,7 @@ pub fn n(value: impl ToString) -> AttributeValue {
 
 /// A record serialized with its key and entity name.
 pub fn record<T: Serialize>(key: &Key, entity: &str, value: &T) -> Result<Item, StoreError> {
-    let mut item: Item =
-        serde_dynamo::to_item(value).map_err(|e| StoreError::corrupt(entity, e))?;
+    let mut item: Item = serde_dynamo::to_item(value).map_err(|e| StoreError::corrupt(entity, e))?;
     item.extend(key.to_item());
     item.insert(ENTITY.to_owned(), s(entity));
     Ok(item)
@@ -36,9 +35,7 @@ pub fn parse<T: DeserializeOwned>(entity: &str, item: Item) -> Result<T, StoreEr
 pub fn get_u64(item: &Item, name: &str) -> Result<u64, StoreError> {
     match item.get(name) {
         None => Ok(0),
-        Some(AttributeValue::N(value)) => {
-            value.parse().map_err(|_| StoreError::corrupt(name, value))
-        }
+        Some(AttributeValue::N(value)) => value.parse().map_err(|_| StoreError::corrupt(name, value)),
         Some(other) => Err(StoreError::corrupt(name, format!("{other:?}"))),
     }
 }

@@ -5,9 +5,9 @@
 //! |----------------------|------------------|-----------------------|
 //! | user profile         | `USER#<id>`      | `PROFILE`             |
 //! | account (balance)    | `USER#<id>`      | `ACCOUNT`             |
-//! | ledger entry         | `USER#<id>`      | `TX#<seq, 20 digits>` |
+//! | ledger entry         | `USER#<id>`      | `TX#<uuidv7 hex>`     |
 //! | idempotency record   | `USER#<id>`      | `IDEM#<key>`          |
-//! | hold                 | `USER#<id>`      | `HOLD#<seq>`          |
+//! | hold                 | `USER#<id>`      | `HOLD#<uuidv7 hex>`   |
 //! | tariff               | `CATALOG`        | `TARIFF#<id>`         |
 
 use std::collections::HashMap;
@@ -62,9 +62,7 @@ impl Key {
     /// Reads the key back from an item returned by DynamoDB.
     pub fn of(item: &HashMap<String, AttributeValue>) -> Option<Key> {
         match (item.get(PK), item.get(SK)) {
-            (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) => {
-                Some(Key::new(pk.clone(), sk.clone()))
-            }
+            (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) => Some(Key::new(pk.clone(), sk.clone())),
             _ => None,
         }
     }
@@ -82,9 +80,9 @@ pub fn account(user: UserId) -> Key {
     Key::new(user_pk(user), "ACCOUNT")
 }
 
-/// Zero-padded so that entries sort by sequence, oldest first.
+/// Ids are UUIDv7, so entries sort by creation time, oldest first.
 pub fn ledger_entry(tx: TxId) -> Key {
-    Key::new(user_pk(tx.user), format!("{LEDGER_PREFIX}{:020}", tx.seq))
+    Key::new(user_pk(tx.user), format!("{LEDGER_PREFIX}{}", tx.sortable()))
 }
 
 pub fn idempotency(user: UserId, key: &IdempotencyKey) -> Key {
@@ -92,7 +90,7 @@ pub fn idempotency(user: UserId, key: &IdempotencyKey) -> Key {
 }
 
 pub fn hold(hold: HoldId) -> Key {
-    Key::new(user_pk(hold.user), format!("HOLD#{:020}", hold.seq))
+    Key::new(user_pk(hold.user), format!("HOLD#{}", hold.sortable()))
 }
 
 pub const CATALOG_PK: &str = "CATALOG";
@@ -107,10 +105,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ledger_keys_sort_by_sequence() {
+    fn ledger_keys_sort_by_creation() {
         let user = UserId::new(5).unwrap();
-        let a = ledger_entry(TxId { user, seq: 9 });
-        let b = ledger_entry(TxId { user, seq: 10 });
+        let a = ledger_entry(TxId::generate(user));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = ledger_entry(TxId::generate(user));
         assert!(a.sk < b.sk);
         assert_eq!(a.pk, "USER#5");
         assert_eq!(Key::of(&a.to_item()), Some(a));

@@ -1,6 +1,4 @@
-//! Reading the ledger: history pages and audits.
-
-use aws_sdk_dynamodb::types::AttributeValue;
+//! Reading the ledger: balances, history pages and audits.
 
 use super::balance::AccountRecord;
 use super::item::{Item, parse, s};
@@ -8,6 +6,9 @@ use super::keys::{self, Key};
 use super::{Store, StoreError};
 use crate::domain::ledger::{self, AuditReport, LedgerEntry};
 use crate::domain::{Balance, TxId, UserId};
+
+/// Attempts at an audit while the user's balance keeps changing.
+const AUDIT_ATTEMPTS: usize = 5;
 
 /// A page of entries, newest first; `next` continues after the last one.
 #[derive(Debug, Clone)]
@@ -17,7 +18,7 @@ pub struct LedgerPage {
 }
 
 impl Store {
-    /// The account's balance and sequence (zero for a user with no entries).
+    /// The account's balance and entry count (zeros for a user with no entries).
     pub async fn balance(&self, user: UserId) -> Result<(Balance, u64), StoreError> {
         let output = self
             .client
@@ -28,27 +29,22 @@ impl Store {
             .send()
             .await
             .map_err(|e| StoreError::from_sdk("GetItem", e))?;
-        let Some(item) = output.item else {
-            return Ok((Balance::default(), 0));
-        };
-        let account: AccountRecord = parse("account", item)?;
+        let account: AccountRecord = output
+            .item
+            .map(|item| parse("account", item))
+            .transpose()?
+            .unwrap_or_default();
         Ok((
             Balance {
                 available: account.available,
                 held: account.held,
             },
-            account.seq,
+            account.entries,
         ))
     }
 
     /// Up to `limit` entries, newest first, starting after `after`.
-    pub async fn ledger_page(
-        &self,
-        user: UserId,
-        after: Option<TxId>,
-        limit: i32,
-    ) -> Result<LedgerPage, StoreError> {
-        let limit = limit.clamp(1, 100);
+    pub async fn ledger_page(&self, user: UserId, after: Option<TxId>, limit: i32) -> Result<LedgerPage, StoreError> {
         let mut query = self
             .client
             .query()
@@ -59,45 +55,32 @@ impl Store {
             .expression_attribute_values(":pk", s(keys::user_pk(user)))
             .expression_attribute_values(":prefix", s(keys::LEDGER_PREFIX))
             .scan_index_forward(false)
-            .limit(limit);
+            .limit(limit.clamp(1, 100));
         if let Some(after) = after.filter(|tx| tx.user == user) {
             query = query.set_exclusive_start_key(Some(keys::ledger_entry(after).to_item()));
         }
-        let output = query
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk("Query", e))?;
+        let output = query.send().await.map_err(|e| StoreError::from_sdk("Query", e))?;
         let entries = parse_entries(output.items.unwrap_or_default())?;
-        let next = match output.last_evaluated_key {
-            Some(_) => entries.last().map(|entry| entry.tx_id),
-            None => None,
-        };
+        let next = output
+            .last_evaluated_key
+            .and_then(|_| entries.last().map(|entry| entry.tx_id));
         Ok(LedgerPage { entries, next })
     }
 
-    /// Every entry up to `up_to_seq`, oldest first (consistent reads).
-    pub async fn ledger_entries(
-        &self,
-        user: UserId,
-        up_to_seq: u64,
-    ) -> Result<Vec<LedgerEntry>, StoreError> {
+    /// Every entry of the user, oldest first (consistent reads).
+    pub async fn ledger_entries(&self, user: UserId) -> Result<Vec<LedgerEntry>, StoreError> {
         let mut entries = Vec::new();
         let mut start: Option<Item> = None;
-        let upper = keys::ledger_entry(TxId {
-            user,
-            seq: up_to_seq.max(1),
-        });
         loop {
             let output = self
                 .client
                 .query()
                 .table_name(self.table())
-                .key_condition_expression("#pk = :pk AND #sk BETWEEN :first AND :last")
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
                 .expression_attribute_names("#pk", keys::PK)
                 .expression_attribute_names("#sk", keys::SK)
                 .expression_attribute_values(":pk", s(keys::user_pk(user)))
-                .expression_attribute_values(":first", s(keys::LEDGER_PREFIX))
-                .expression_attribute_values(":last", AttributeValue::S(upper.sk.clone()))
+                .expression_attribute_values(":prefix", s(keys::LEDGER_PREFIX))
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()
@@ -106,22 +89,26 @@ impl Store {
             entries.extend(parse_entries(output.items.unwrap_or_default())?);
             match output.last_evaluated_key {
                 Some(key) => start = Some(key),
-                None => break,
+                None => return Ok(entries),
             }
         }
-        if up_to_seq == 0 {
-            entries.clear();
-        }
-        Ok(entries)
     }
 
     /// Recomputes the user's balance from the ledger and compares it with
-    /// the account. Entries written after the account was read are left
-    /// out, so an audit is exact even while the user is spending.
+    /// the account. The account is read before and after the entries; only
+    /// a read during which nothing changed is audited, so a busy account
+    /// never produces a false alarm.
     pub async fn audit(&self, user: UserId) -> Result<AuditReport, StoreError> {
-        let (balance, seq) = self.balance(user).await?;
-        let entries = self.ledger_entries(user, seq).await?;
-        Ok(ledger::audit(balance, seq, &entries))
+        for _ in 0..AUDIT_ATTEMPTS {
+            let before = self.balance(user).await?;
+            let entries = self.ledger_entries(user).await?;
+            if self.balance(user).await? == before {
+                return Ok(ledger::audit(before.0, before.1, &entries));
+            }
+        }
+        Err(StoreError::Contention {
+            what: format!("audit of user {user}"),
+        })
     }
 }
 

@@ -78,10 +78,7 @@ impl Store {
             .condition_expression("attribute_exists(#pk)")
             .expression_attribute_names("#active", "active")
             .expression_attribute_names("#pk", keys::PK)
-            .expression_attribute_values(
-                ":active",
-                aws_sdk_dynamodb::types::AttributeValue::Bool(active),
-            )
+            .expression_attribute_values(":active", aws_sdk_dynamodb::types::AttributeValue::Bool(active))
             .send()
             .await;
         match result {

@@ -13,21 +13,14 @@ impl Store {
     /// already known. First-seen time, language choice and referrer are
     /// kept from the first registration. Returns the user and whether this
     /// call created them.
-    pub async fn register_user(
-        &self,
-        registration: &Registration,
-    ) -> Result<(User, bool), StoreError> {
+    pub async fn register_user(&self, registration: &Registration) -> Result<(User, bool), StoreError> {
         let now = self.now();
-        let optional = |value: &Option<String>| {
-            value
-                .as_ref()
-                .map_or(AttributeValue::Null(true), |v| s(v.clone()))
-        };
+        let optional = |value: &Option<String>| value.as_ref().map_or(AttributeValue::Null(true), |v| s(v.clone()));
         let referrer = registration
             .referrer
             .map_or(AttributeValue::Null(true), |id| n(id.get()));
-        let language = serde_dynamo::to_attribute_value(registration.language)
-            .map_err(|e| StoreError::corrupt("language", e))?;
+        let language =
+            serde_dynamo::to_attribute_value(registration.language).map_err(|e| StoreError::corrupt("language", e))?;
         let output = self
             .client
             .update_item()
