@@ -5,6 +5,7 @@ pub mod ids;
 pub mod invoice;
 pub mod ledger;
 pub mod money;
+pub mod pricing;
 pub mod promo;
 pub mod subscription;
 pub mod tariff;

@@ -173,6 +173,11 @@ impl Money {
         Money::new(sum, self.currency)
     }
 
+    pub fn max(self, other: Money) -> Result<Money, DomainError> {
+        self.same_currency(&other)?;
+        Ok(if other.amount > self.amount { other } else { self })
+    }
+
     pub fn min(self, other: Money) -> Result<Money, DomainError> {
         self.same_currency(&other)?;
         Ok(if other.amount < self.amount { other } else { self })

@@ -14,25 +14,21 @@
 //! releases and refunds read their hold or entry (and the idempotency
 //! record) first, because what they post depends on it.
 
-use std::time::Duration as StdDuration;
-
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    CancellationReason, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::item::{Item, n, parse, record, s};
 use super::keys::{self, Key};
+use super::transact::backoff;
 use super::{Store, StoreError};
 use crate::domain::ledger::{self, CreditKind, DebitKind, Hold, HoldStatus, LedgerEntry, Posting, RefundTarget};
 use crate::domain::{DomainError, EntryKind, IdempotencyKey, Movement, Tokens, TxId, UserId};
 
 /// Attempts before a lost race is reported as [`StoreError::Contention`].
-const MAX_ATTEMPTS: u32 = 64;
-const CONDITION_FAILED: &str = "ConditionalCheckFailed";
+const MAX_ATTEMPTS: u32 = 8;
 
 /// One request to change a balance.
 #[derive(Debug, Clone)]
@@ -220,68 +216,35 @@ impl Store {
             let items = self.transaction_items(&request, &posting, &entry, &receipt)?;
             let extra_start = items.len() - request.extra.len();
 
-            let outcome = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .send()
-                .await;
-            let reasons = match outcome {
-                Ok(_) => {
-                    return Ok(Applied {
-                        receipt,
-                        replayed: false,
-                    });
-                }
-                Err(err) => match err.as_service_error() {
-                    Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
-                        cancelled.cancellation_reasons().to_vec()
-                    }
-                    _ => return Err(StoreError::from_sdk("TransactWriteItems", err)),
-                },
+            let cancelled = match self.transact(items).await? {
+                Ok(()) => return Ok(Applied { receipt, replayed: false }),
+                Err(cancelled) => cancelled,
             };
-            let failed = |index: usize| reasons.get(index).and_then(CancellationReason::code) == Some(CONDITION_FAILED);
-            if failed(0) {
+            if cancelled.failed(0) {
                 // The key was applied before, or by a concurrent call: answer as it did.
-                let item = reasons[0]
-                    .item()
-                    .cloned()
-                    .ok_or_else(|| StoreError::corrupt("idempotency record", "not returned"))?;
+                let item = cancelled.old_item(0).ok_or_else(|| StoreError::corrupt("idempotency record", "not returned"))?;
                 return replay(&request, parse("idempotency record", item)?);
             }
-            if let Some(index) = (extra_start..reasons.len()).find(|&i| failed(i)) {
-                return Err(StoreError::ExtraConditionFailed {
-                    index: index - extra_start,
-                });
+            if let Some(index) = cancelled.first_failed(extra_start) {
+                return Err(StoreError::ExtraConditionFailed { index: index - extra_start });
             }
-            if failed(1) {
-                let account: AccountRecord = reasons[1]
-                    .item()
-                    .cloned()
-                    .map(|item| parse("account", item))
-                    .transpose()?
-                    .unwrap_or_default();
+            if cancelled.failed(1) {
+                let account: AccountRecord =
+                    cancelled.old_item(1).map(|item| parse("account", item)).transpose()?.unwrap_or_default();
                 if let Some(requested) = posting.requires_available()
                     && account.available < requested
                 {
-                    return Err(DomainError::InsufficientTokens {
-                        available: account.available,
-                        requested,
-                    }
-                    .into());
+                    return Err(DomainError::InsufficientTokens { available: account.available, requested }.into());
                 }
-                return Err(StoreError::corrupt(
-                    format!("account {}", request.user),
-                    "held tokens do not cover an active hold",
-                ));
+                return Err(StoreError::corrupt(format!("account {}", request.user), "held tokens do not cover an active hold"));
             }
-            if failed(3) {
+            if cancelled.failed(3)
+                && let Some((key, _)) = &related_key
+            {
                 // The hold or refunded entry changed under us: decide again from its new state.
-                if let Some((key, _)) = &related_key {
-                    related = self.load_related(&request, key).await?;
-                }
+                related = self.load_related(&request, key).await?;
             }
-            // Otherwise a transaction conflict (or an id collision): try again.
+            // Otherwise the fresh entry id collided: try again with a new one.
             backoff(attempt).await;
         }
         Err(StoreError::Contention {
@@ -491,11 +454,4 @@ fn replay(request: &BalanceRequest, record: IdempotencyRecord) -> Result<Applied
         receipt: record.receipt,
         replayed: true,
     })
-}
-
-/// Full-jitter exponential backoff, capped at 100 ms.
-async fn backoff(attempt: u32) {
-    let ceiling_ms = 2u64.saturating_mul(1 << attempt.min(6)).min(100);
-    let wait = rand::rng().random_range(0..=ceiling_ms);
-    tokio::time::sleep(StdDuration::from_millis(wait)).await;
 }

@@ -7,6 +7,7 @@ pub mod item;
 pub mod keys;
 mod ledger;
 mod tariffs;
+mod transact;
 mod users;
 
 use std::sync::Arc;
