@@ -217,6 +217,10 @@ async fn holds_capture_release_and_expire() {
         .await
         .unwrap();
     assert_eq!(
+        (captured.receipt.kind, captured.receipt.amount),
+        (EntryKind::Capture, tokens(120))
+    );
+    assert_eq!(
         store.balance(user(7)).await.unwrap().0,
         Balance {
             available: tokens(880),
@@ -255,6 +259,10 @@ async fn holds_capture_release_and_expire() {
         .apply(BalanceRequest::release(second.receipt.tx_id, key("r2")))
         .await
         .unwrap();
+    assert_eq!(
+        (released.receipt.kind, released.receipt.amount),
+        (EntryKind::Release, tokens(80))
+    );
     assert_eq!(
         store.balance(user(7)).await.unwrap().0,
         Balance {
@@ -431,7 +439,10 @@ async fn extra_items_commit_with_the_balance_or_not_at_all() {
     let request = BalanceRequest::credit(user(11), CreditKind::Purchase, tokens(10), key("p"))
         .with_item(TransactWriteItem::builder().condition_check(missing).build());
     let err = store.apply(request).await.unwrap_err();
-    assert!(matches!(err, StoreError::ExtraConditionFailed { index: 0 }), "{err}");
+    assert!(
+        matches!(err, StoreError::ExtraConditionFailed { index: 0, .. }),
+        "{err}"
+    );
     let (balance, seq) = store.balance(user(11)).await.unwrap();
     assert_eq!((balance.available, seq), (tokens(0), 0), "nothing was written");
 }

@@ -66,3 +66,22 @@ pub fn key(text: impl Into<String>) -> IdempotencyKey {
 pub fn tokens(n: u64) -> Tokens {
     Tokens::new(n).expect("valid test token amount")
 }
+
+/// Registers a user with the bot's defaults.
+pub async fn register(store: &Store, id: i64) -> tokenbill::domain::user::User {
+    let registration = tokenbill::domain::user::Registration {
+        id: user(id),
+        username: None,
+        first_name: format!("User {id}"),
+        last_name: None,
+        language: tokenbill::domain::user::Language::En,
+        referrer: None,
+    };
+    store.register_user(&registration).await.expect("register user").0
+}
+
+/// Seeds the sample catalog (`infra/tariffs.sample.json`).
+pub async fn seed_catalog(store: &Store) {
+    let tariffs = tokenbill_admin::parse_tariffs(tokenbill_dev::SAMPLE_TARIFFS).expect("sample catalog parses");
+    store.put_tariffs(&tariffs).await.expect("seed catalog");
+}

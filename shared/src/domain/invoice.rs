@@ -97,6 +97,25 @@ pub enum Provider {
     Free,
 }
 
+impl Provider {
+    /// The currency a provider charges in.
+    pub fn currency(self) -> super::Currency {
+        match self {
+            Provider::TelegramStars => super::Currency::Xtr,
+            Provider::Mock | Provider::Robokassa | Provider::Free => super::Currency::Rub,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Mock => "mock",
+            Provider::Robokassa => "robokassa",
+            Provider::TelegramStars => "telegram_stars",
+            Provider::Free => "free",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invoice {
     pub id: InvoiceId,
@@ -112,7 +131,12 @@ pub struct Invoice {
     pub amount_due: Money,
     pub provider: Provider,
     #[serde(default)]
-    pub promo_code: Option<String>,
+    pub promo_code: Option<super::promo::PromoCodeText>,
+    /// True while the invoice holds one redemption of its promo code:
+    /// from creation until it is paid (then consumed) or expires or is
+    /// cancelled (then given back).
+    #[serde(default)]
+    pub promo_reserved: bool,
     pub status: InvoiceStatus,
     #[serde(default)]
     pub paid_late: bool,

@@ -117,6 +117,7 @@ mod tests {
             valid_until: None,
             max_redemptions: None,
             redemptions: 0,
+            paid_redemptions: 0,
             per_user_limit: 1,
             first_purchase_only: false,
             allowed_tariffs: vec![],

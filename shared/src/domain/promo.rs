@@ -61,9 +61,16 @@ pub struct PromoCode {
     pub effect: PromoEffect,
     pub valid_from: Option<DateTime<Utc>>,
     pub valid_until: Option<DateTime<Utc>>,
-    /// Total redemptions allowed; `None` is unlimited.
+    /// Total redemptions allowed; `None` is unlimited. (Absent rather than
+    /// null when stored, so a condition can test `attribute_not_exists`.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_redemptions: Option<u64>,
+    /// Redemptions taken: reserved by pending invoices, or used.
+    #[serde(default)]
     pub redemptions: u64,
+    /// Redemptions consumed by paid invoices or activations.
+    #[serde(default)]
+    pub paid_redemptions: u64,
     pub per_user_limit: u32,
     pub first_purchase_only: bool,
     /// Empty means every tariff.
@@ -72,19 +79,45 @@ pub struct PromoCode {
     pub active: bool,
 }
 
-/// Why a code cannot be used, in words a user can be shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Why a code cannot be used. Each has its own words for the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
 #[serde(rename_all = "snake_case")]
 pub enum PromoRejection {
+    #[error("there is no such promo code")]
     NotFound,
+    #[error("this promo code has been switched off")]
     Inactive,
+    #[error("this promo code is not valid yet")]
     NotYetValid,
+    #[error("this promo code has expired")]
     Expired,
+    #[error("this promo code has been used up")]
     Exhausted,
+    #[error("you have already used this promo code")]
     AlreadyUsed,
+    #[error("this promo code is only for a first purchase")]
     FirstPurchaseOnly,
+    #[error("this promo code does not apply to this tariff")]
     TariffNotAllowed,
+    #[error("the purchase is below this promo code's minimum amount")]
     BelowMinimum,
+}
+
+impl PromoRejection {
+    /// A stable machine-readable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            PromoRejection::NotFound => "not_found",
+            PromoRejection::Inactive => "inactive",
+            PromoRejection::NotYetValid => "not_yet_valid",
+            PromoRejection::Expired => "expired",
+            PromoRejection::Exhausted => "exhausted",
+            PromoRejection::AlreadyUsed => "already_used",
+            PromoRejection::FirstPurchaseOnly => "first_purchase_only",
+            PromoRejection::TariffNotAllowed => "tariff_not_allowed",
+            PromoRejection::BelowMinimum => "below_minimum",
+        }
+    }
 }
 
 impl PromoCode {
@@ -149,6 +182,7 @@ mod tests {
             valid_until: None,
             max_redemptions: Some(10),
             redemptions: 0,
+            paid_redemptions: 0,
             per_user_limit: 1,
             first_purchase_only: false,
             allowed_tariffs: vec![],

@@ -51,6 +51,9 @@ pub struct User {
     /// False once the user blocked the bot; messages are not sent then.
     #[serde(default = "reachable_by_default")]
     pub reachable: bool,
+    /// Paid invoices so far (first-purchase-only promo codes look at it).
+    #[serde(default)]
+    pub paid_invoices: u64,
 }
 
 fn reachable_by_default() -> bool {

@@ -14,9 +14,7 @@
 //! releases and refunds read their hold or entry (and the idempotency
 //! record) first, because what they post depends on it.
 
-use aws_sdk_dynamodb::types::{
-    KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -217,26 +215,47 @@ impl Store {
             let extra_start = items.len() - request.extra.len();
 
             let cancelled = match self.transact(items).await? {
-                Ok(()) => return Ok(Applied { receipt, replayed: false }),
+                Ok(()) => {
+                    return Ok(Applied {
+                        receipt,
+                        replayed: false,
+                    });
+                }
                 Err(cancelled) => cancelled,
             };
             if cancelled.failed(0) {
                 // The key was applied before, or by a concurrent call: answer as it did.
-                let item = cancelled.old_item(0).ok_or_else(|| StoreError::corrupt("idempotency record", "not returned"))?;
+                let item = cancelled
+                    .old_item(0)
+                    .ok_or_else(|| StoreError::corrupt("idempotency record", "not returned"))?;
                 return replay(&request, parse("idempotency record", item)?);
             }
             if let Some(index) = cancelled.first_failed(extra_start) {
-                return Err(StoreError::ExtraConditionFailed { index: index - extra_start });
+                let item = cancelled.old_item(index).map(Box::new);
+                return Err(StoreError::ExtraConditionFailed {
+                    index: index - extra_start,
+                    item,
+                });
             }
             if cancelled.failed(1) {
-                let account: AccountRecord =
-                    cancelled.old_item(1).map(|item| parse("account", item)).transpose()?.unwrap_or_default();
+                let account: AccountRecord = cancelled
+                    .old_item(1)
+                    .map(|item| parse("account", item))
+                    .transpose()?
+                    .unwrap_or_default();
                 if let Some(requested) = posting.requires_available()
                     && account.available < requested
                 {
-                    return Err(DomainError::InsufficientTokens { available: account.available, requested }.into());
+                    return Err(DomainError::InsufficientTokens {
+                        available: account.available,
+                        requested,
+                    }
+                    .into());
                 }
-                return Err(StoreError::corrupt(format!("account {}", request.user), "held tokens do not cover an active hold"));
+                return Err(StoreError::corrupt(
+                    format!("account {}", request.user),
+                    "held tokens do not cover an active hold",
+                ));
             }
             if cancelled.failed(3)
                 && let Some((key, _)) = &related_key

@@ -10,6 +10,8 @@ use crate::domain::DomainError;
 pub enum StoreError {
     #[error(transparent)]
     Domain(#[from] DomainError),
+    #[error("promo code refused: {0}")]
+    Promo(#[from] crate::domain::promo::PromoRejection),
     #[error("idempotency key {key:?} was already used for a different request")]
     KeyReused { key: String },
     #[error("{what} not found")]
@@ -18,7 +20,11 @@ pub enum StoreError {
     /// (e.g. an invoice that is no longer pending). `index` counts from the
     /// first extra item the caller passed.
     #[error("condition of extra transaction item {index} failed")]
-    ExtraConditionFailed { index: usize },
+    ExtraConditionFailed {
+        index: usize,
+        /// The item as it was, if the caller asked for `ALL_OLD`.
+        item: Option<Box<super::item::Item>>,
+    },
     #[error("too many concurrent writes to {what}; try again")]
     Contention { what: String },
     #[error("DynamoDB {operation} is unavailable: {message}")]

@@ -9,6 +9,15 @@
 //! | idempotency record   | `USER#<id>`      | `IDEM#<key>`          |
 //! | hold                 | `USER#<id>`      | `HOLD#<uuidv7 hex>`   |
 //! | tariff               | `CATALOG`        | `TARIFF#<id>`         |
+//! | invoice              | `INVOICE#<id>`   | `INVOICE`             |
+//! | promo code           | `PROMO#<CODE>`   | `PROMO`               |
+//! | promo use by a user  | `PROMO#<CODE>`   | `USER#<id>`           |
+//! | counter              | `COUNTER#<name>` | `COUNTER`             |
+//!
+//! Secondary keys: invoices carry `gsi1pk = USER#<id>`, `gsi1sk =
+//! INVOICE#<created>` (a user's invoices) and, while pending,
+//! `due_pk = INVOICE_EXPIRY`, `due_at = <expiry epoch s>`; promo codes carry
+//! `gsi1pk = PROMOS`, `gsi1sk = <CODE>` (the list of codes).
 
 use std::collections::HashMap;
 
@@ -98,6 +107,28 @@ pub const TARIFF_PREFIX: &str = "TARIFF#";
 
 pub fn tariff(id: &TariffId) -> Key {
     Key::new(CATALOG_PK, format!("{TARIFF_PREFIX}{id}"))
+}
+
+pub fn invoice(id: &crate::domain::InvoiceId) -> Key {
+    Key::new(format!("INVOICE#{id}"), "INVOICE")
+}
+
+/// The `due` index partition of pending invoices, keyed by expiry.
+pub const INVOICE_EXPIRY_DUE: &str = "INVOICE_EXPIRY";
+/// The `gsi1` partition listing every promo code.
+pub const PROMO_LIST: &str = "PROMOS";
+
+pub fn promo(code: &crate::domain::promo::PromoCodeText) -> Key {
+    Key::new(format!("PROMO#{}", code.as_str()), "PROMO")
+}
+
+/// How often one user has used (or reserved) a promo code.
+pub fn promo_use(code: &crate::domain::promo::PromoCodeText, user: UserId) -> Key {
+    Key::new(format!("PROMO#{}", code.as_str()), user_pk(user))
+}
+
+pub fn counter(name: &str) -> Key {
+    Key::new(format!("COUNTER#{name}"), "COUNTER")
 }
 
 #[cfg(test)]

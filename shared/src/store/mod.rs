@@ -3,9 +3,11 @@
 
 mod balance;
 pub mod error;
+mod invoices;
 pub mod item;
 pub mod keys;
 mod ledger;
+mod promos;
 mod tariffs;
 mod transact;
 mod users;
@@ -16,6 +18,7 @@ use aws_sdk_dynamodb::Client;
 
 pub use balance::{Applied, BalanceRequest, Receipt};
 pub use error::StoreError;
+pub use invoices::{DEFAULT_INVOICE_TTL, NewInvoice, Payment};
 pub use ledger::LedgerPage;
 
 use crate::clock::{Clock, SystemClock};

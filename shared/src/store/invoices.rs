@@ -1,0 +1,346 @@
+//! Invoices: created from the catalog (prices never come from a client),
+//! paid exactly once, cancelled or expired with their promo redemption
+//! given back.
+
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use chrono::{DateTime, Duration, Utc};
+
+use super::item::{Item, n, parse, record, s};
+use super::keys;
+use super::{BalanceRequest, Receipt, Store, StoreError};
+use crate::domain::invoice::{Invoice, InvoiceEvent, InvoiceStatus, Provider};
+use crate::domain::ledger::CreditKind;
+use crate::domain::pricing;
+use crate::domain::promo::PromoCodeText;
+use crate::domain::{DomainError, IdempotencyKey, InvoiceId, TariffId, UserId};
+
+/// How long an invoice waits for payment unless configured otherwise.
+pub const DEFAULT_INVOICE_TTL: Duration = Duration::hours(1);
+/// Robokassa's `InvId` is a signed 32-bit integer.
+pub const ROBOKASSA_INV_ID_MAX: u64 = 2_147_483_647;
+/// Attempts when an invoice changes between its read and its write.
+const ATTEMPTS: usize = 5;
+
+/// What the user chose: the price comes from the catalog, never from here.
+#[derive(Debug, Clone)]
+pub struct NewInvoice {
+    pub user: UserId,
+    pub tariff_id: TariffId,
+    pub provider: Provider,
+    pub promo: Option<PromoCodeText>,
+}
+
+/// The outcome of a confirmed payment.
+#[derive(Debug, Clone)]
+pub struct Payment {
+    pub invoice: Invoice,
+    pub receipt: Receipt,
+    /// True when the payment had already been credited before this call.
+    pub replayed: bool,
+}
+
+impl Store {
+    /// Creates a pending invoice from the catalog and reserves its promo
+    /// code's redemption in the same transaction. An invoice with nothing
+    /// to pay (a full discount) is completed at once, without a provider.
+    pub async fn create_invoice(&self, new: NewInvoice, ttl: Duration) -> Result<Invoice, StoreError> {
+        let user = self.existing_user(new.user).await?;
+        let tariff = self
+            .tariff(&new.tariff_id)
+            .await?
+            .filter(|tariff| tariff.active)
+            .ok_or_else(|| StoreError::NotFound {
+                what: format!("tariff {}", new.tariff_id),
+            })?;
+        let currency = new.provider.currency();
+        let promo = match &new.promo {
+            Some(code) => Some(self.check_promo(&user, code, Some((&tariff, currency))).await?),
+            None => None,
+        };
+        let quote = pricing::quote(&tariff, currency, promo.as_ref())?;
+        let now = self.now();
+        let invoice = Invoice {
+            id: InvoiceId::new(uuid::Uuid::now_v7().simple().to_string())?,
+            user: user.id,
+            tariff_id: tariff.id.clone(),
+            title: tariff.title.clone(),
+            tokens: quote.tokens,
+            bonus_tokens: quote.bonus_tokens,
+            price: quote.price,
+            discount: quote.discount,
+            amount_due: quote.amount_due,
+            provider: if quote.is_free() { Provider::Free } else { new.provider },
+            promo_code: promo.as_ref().map(|p| p.code.clone()),
+            promo_reserved: promo.is_some(),
+            status: InvoiceStatus::Pending,
+            paid_late: false,
+            created_at: now,
+            expires_at: now + ttl,
+            paid_at: None,
+            provider_ref: None,
+        };
+        let mut items = vec![self.put_invoice(&invoice, None)?];
+        let slots = match &promo {
+            Some(promo) => {
+                let (redemption, slots) = self.take_redemption(promo, user.id, false, true)?;
+                items.extend(redemption);
+                Some(slots)
+            }
+            None => None,
+        };
+        if let Err(cancelled) = self.transact(items).await? {
+            if let Some(rejection) = slots
+                .map(|slots| slots.rejection_in(&cancelled, 1))
+                .transpose()?
+                .flatten()
+            {
+                return Err(rejection.into());
+            }
+            return Err(StoreError::corrupt(
+                format!("invoice {}", invoice.id),
+                "new invoice id already taken",
+            ));
+        }
+        if quote.is_free() {
+            return Ok(self.pay_invoice(&invoice.id, None).await?.invoice);
+        }
+        Ok(invoice)
+    }
+
+    pub async fn invoice(&self, id: &InvoiceId) -> Result<Option<Invoice>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(self.table())
+            .set_key(Some(keys::invoice(id).to_item()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk("GetItem", e))?;
+        output.item.map(|item| parse("invoice", item)).transpose()
+    }
+
+    async fn existing_invoice(&self, id: &InvoiceId) -> Result<Invoice, StoreError> {
+        self.invoice(id).await?.ok_or_else(|| StoreError::NotFound {
+            what: format!("invoice {id}"),
+        })
+    }
+
+    /// Credits a confirmed payment exactly once: the invoice turns paid, the
+    /// tokens (with any promo bonus) are credited with their ledger entry,
+    /// and the promo redemption is consumed — all in one transaction.
+    /// Repeats answer with the first payment. A payment confirmed after the
+    /// invoice expired or was cancelled is still credited, marked late.
+    pub async fn pay_invoice(&self, id: &InvoiceId, provider_ref: Option<String>) -> Result<Payment, StoreError> {
+        for _ in 0..ATTEMPTS {
+            let invoice = self.existing_invoice(id).await?;
+            let key = IdempotencyKey::new(format!("invoice:{id}"))?;
+            let tokens = invoice.tokens.checked_add(invoice.bonus_tokens)?;
+            let mut request = BalanceRequest::credit(invoice.user, CreditKind::Purchase, tokens, key)
+                .reference(format!("invoice:{id}"))
+                .description(invoice.title.en.clone());
+            let mut paid = invoice.clone();
+            if invoice.status != InvoiceStatus::Paid {
+                paid.apply(InvoiceEvent::PaymentConfirmed, self.now())?;
+                paid.provider_ref = provider_ref.clone().or(invoice.provider_ref.clone());
+                paid.promo_reserved = false;
+                request = request.with_item(self.put_invoice(&paid, Some(invoice.status))?);
+                request = request.with_item(self.count_paid_invoice(invoice.user)?);
+                if let Some(code) = &invoice.promo_code {
+                    if invoice.promo_reserved {
+                        request = request.with_item(self.consume_redemption(code)?);
+                    } else {
+                        // Paid after its redemption was given back: the money
+                        // was taken at the discounted price, so it counts again,
+                        // limits or not.
+                        let promo = self
+                            .promo(code)
+                            .await?
+                            .ok_or(crate::domain::promo::PromoRejection::NotFound)?;
+                        request
+                            .extra
+                            .extend(self.take_redemption(&promo, invoice.user, true, false)?.0);
+                    }
+                }
+            }
+            match self.apply(request).await {
+                Ok(applied) => {
+                    let invoice = if applied.replayed {
+                        self.existing_invoice(id).await?
+                    } else {
+                        paid
+                    };
+                    return Ok(Payment {
+                        invoice,
+                        receipt: applied.receipt,
+                        replayed: applied.replayed,
+                    });
+                }
+                // The invoice changed between the read and the write: read again.
+                Err(StoreError::ExtraConditionFailed { index: 0, .. }) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Err(StoreError::Contention {
+            what: format!("invoice {id}"),
+        })
+    }
+
+    /// The user gives up on a pending invoice; its promo redemption returns.
+    pub async fn cancel_invoice(&self, id: &InvoiceId, user: UserId) -> Result<Invoice, StoreError> {
+        self.close_unpaid(id, InvoiceEvent::Cancel, Some(user)).await
+    }
+
+    /// Marks a pending invoice whose time ran out as expired, giving its
+    /// promo redemption back. An invoice that is no longer pending is
+    /// returned unchanged, so a sweep may repeat this safely.
+    pub async fn expire_invoice(&self, id: &InvoiceId) -> Result<Invoice, StoreError> {
+        self.close_unpaid(id, InvoiceEvent::Expire, None).await
+    }
+
+    async fn close_unpaid(
+        &self,
+        id: &InvoiceId,
+        event: InvoiceEvent,
+        owner: Option<UserId>,
+    ) -> Result<Invoice, StoreError> {
+        for _ in 0..ATTEMPTS {
+            let invoice = self.existing_invoice(id).await?;
+            if owner.is_some_and(|owner| owner != invoice.user) {
+                return Err(StoreError::NotFound {
+                    what: format!("invoice {id}"),
+                });
+            }
+            if event == InvoiceEvent::Expire {
+                if invoice.status != InvoiceStatus::Pending {
+                    return Ok(invoice);
+                }
+                if !invoice.is_expired_at(self.now()) {
+                    return Err(DomainError::invalid("invoice", format!("{id} has not expired yet")).into());
+                }
+            }
+            let mut closed = invoice.clone();
+            closed.apply(event, self.now())?;
+            closed.promo_reserved = false;
+            let mut items = vec![self.put_invoice(&closed, Some(InvoiceStatus::Pending))?];
+            if let (Some(code), true) = (&invoice.promo_code, invoice.promo_reserved) {
+                items.extend(self.give_back_redemption(code, invoice.user)?);
+            }
+            match self.transact(items).await? {
+                Ok(()) => return Ok(closed),
+                // Paid or closed meanwhile: read again and decide from there.
+                Err(cancelled) if cancelled.failed(0) => continue,
+                Err(_) => {
+                    return Err(StoreError::corrupt(
+                        format!("promo of invoice {id}"),
+                        "redemption counters out of step",
+                    ));
+                }
+            }
+        }
+        Err(StoreError::Contention {
+            what: format!("invoice {id}"),
+        })
+    }
+
+    /// Pending invoices whose expiry has passed (from the sparse `due` index).
+    pub async fn expired_pending_invoices(&self, now: DateTime<Utc>, limit: i32) -> Result<Vec<InvoiceId>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(self.table())
+            .index_name(keys::DUE_INDEX)
+            .key_condition_expression("#due = :due AND #at <= :now")
+            .expression_attribute_names("#due", keys::DUE_PK)
+            .expression_attribute_names("#at", keys::DUE_AT)
+            .expression_attribute_values(":due", s(keys::INVOICE_EXPIRY_DUE))
+            .expression_attribute_values(":now", n(now.timestamp()))
+            .limit(limit.clamp(1, 1000))
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk("Query", e))?;
+        output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| parse::<Invoice>("invoice", item).map(|invoice| invoice.id))
+            .collect()
+    }
+
+    /// The next value of a named counter, never above `max`.
+    pub async fn next_counter(&self, name: &str, max: u64) -> Result<u64, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(keys::counter(name).to_item()))
+            .update_expression("SET #entity = :entity ADD #value :one")
+            .condition_expression("attribute_not_exists(#value) OR #value < :max")
+            .expression_attribute_names("#entity", keys::ENTITY)
+            .expression_attribute_names("#value", "value")
+            .expression_attribute_values(":entity", s("counter"))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(max))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => super::item::get_u64(&output.attributes.unwrap_or_default(), "value"),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(DomainError::invalid("counter", format!("{name} reached its maximum {max}")).into())
+            }
+            Err(err) => Err(StoreError::from_sdk("UpdateItem", err)),
+        }
+    }
+
+    /// A Robokassa `InvId`: unique, increasing, at most 2147483647.
+    pub async fn next_robokassa_inv_id(&self) -> Result<u32, StoreError> {
+        let value = self.next_counter("robokassa_inv_id", ROBOKASSA_INV_ID_MAX).await?;
+        u32::try_from(value).map_err(|_| StoreError::corrupt("robokassa_inv_id counter", value))
+    }
+
+    /// The invoice item, written only if its status is still `expected`
+    /// (or, with `None`, only if it is new).
+    fn put_invoice(&self, invoice: &Invoice, expected: Option<InvoiceStatus>) -> Result<TransactWriteItem, StoreError> {
+        let mut item: Item = record(&keys::invoice(&invoice.id), "invoice", invoice)?;
+        item.insert(keys::GSI1_PK.into(), s(keys::user_pk(invoice.user)));
+        item.insert(
+            keys::GSI1_SK.into(),
+            s(format!("INVOICE#{}", invoice.created_at.to_rfc3339())),
+        );
+        if invoice.status == InvoiceStatus::Pending {
+            item.insert(keys::DUE_PK.into(), s(keys::INVOICE_EXPIRY_DUE));
+            item.insert(keys::DUE_AT.into(), n(invoice.expires_at.timestamp()));
+        }
+        let put = Put::builder().table_name(self.table()).set_item(Some(item));
+        let put = match expected {
+            None => put
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", keys::PK),
+            Some(status) => put
+                .condition_expression("#status = :expected")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":expected", AttributeValue::S(status.as_str().to_owned())),
+        };
+        let put = put.build().map_err(|e| StoreError::corrupt("invoice put", e))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn count_paid_invoice(&self, user: UserId) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(self.table())
+            .set_key(Some(keys::profile(user).to_item()))
+            .update_expression("ADD #paid :one")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#paid", "paid_invoices")
+            .expression_attribute_names("#pk", keys::PK)
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .map_err(|e| StoreError::corrupt("profile update", e))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+}
