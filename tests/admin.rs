@@ -166,3 +166,96 @@ async fn dev_runner_prepares_the_stack_and_answers_health() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn promo_commands_create_batch_list_show_disable() {
+    let store = fresh_store().await;
+    let table = store.table().to_owned();
+    let out = admin(
+        &table,
+        &[
+            "promo",
+            "create",
+            "spring",
+            "--percent",
+            "15",
+            "--max",
+            "100",
+            "--until",
+            "2030-01-01T00:00:00Z",
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.trim(), "created SPRING: 15% off");
+    let again = admin(&table, &["promo", "create", "SPRING", "--bonus-tokens", "5"])
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("already exists"), "{again}");
+    let bad = admin(&table, &["promo", "create", "BAD", "--percent", "150"])
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("at most 100"), "{bad}");
+    assert!(
+        Cli::try_parse_from([
+            "tokenbill-admin",
+            "promo",
+            "create",
+            "TWO",
+            "--percent",
+            "5",
+            "--bonus-tokens",
+            "5"
+        ])
+        .is_err(),
+        "two effects at once are refused"
+    );
+    assert!(
+        Cli::try_parse_from(["tokenbill-admin", "promo", "create", "NONE"]).is_err(),
+        "an effect is required"
+    );
+
+    let csv = admin(
+        &table,
+        &[
+            "promo",
+            "batch",
+            "--prefix",
+            "GIFT",
+            "--count",
+            "5",
+            "--bonus-tokens",
+            "100",
+        ],
+    )
+    .await
+    .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "code,effect,valid_until");
+    assert_eq!(lines.len(), 6);
+    let codes: std::collections::HashSet<&str> = lines[1..].iter().map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(codes.len(), 5);
+    for code in &codes {
+        assert!(code.starts_with("GIFT-") && code.len() == 13, "{code}");
+        let promo = store
+            .promo(&tokenbill::domain::promo::PromoCodeText::new(code).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (promo.max_redemptions, promo.per_user_limit),
+            (Some(1), 1),
+            "batch codes are single-use"
+        );
+    }
+
+    admin(&table, &["promo", "disable", "spring"]).await.unwrap();
+    let list = admin(&table, &["promo", "list"]).await.unwrap();
+    assert_eq!(list.lines().count(), 6);
+    let spring = list.lines().find(|l| l.starts_with("SPRING")).unwrap();
+    assert!(spring.contains("disabled") && spring.contains("/ 100"), "{spring}");
+    let shown = admin(&table, &["promo", "show", "spring"]).await.unwrap();
+    let json: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(json["effect"]["percent"], "15");
+    assert_eq!(json["active"], false);
+}

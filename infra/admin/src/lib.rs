@@ -7,9 +7,11 @@ use std::path::PathBuf;
 
 use aws_config::SdkConfig;
 use clap::{Args, Parser, Subcommand};
+use rust_decimal::Decimal;
 use tokenbill::domain::ledger::CreditKind;
+use tokenbill::domain::promo::{PromoCode, PromoCodeText, PromoEffect};
 use tokenbill::domain::tariff::Tariff;
-use tokenbill::domain::{IdempotencyKey, TariffId, Tokens, UserId};
+use tokenbill::domain::{Currency, IdempotencyKey, Money, TariffId, Tokens, UserId};
 use tokenbill::resources;
 use tokenbill::store::{BalanceRequest, Store, StoreError};
 
@@ -44,6 +46,131 @@ pub enum Command {
     /// Move tokens by hand (always with a ledger entry).
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Manage promo codes.
+    #[command(subcommand)]
+    Promo(PromoCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PromoCommand {
+    /// Create one code.
+    Create {
+        code: String,
+        #[command(flatten)]
+        rules: PromoRules,
+    },
+    /// Create N single-use codes `PREFIX-XXXXXXXX` and print them as CSV.
+    Batch {
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        count: u32,
+        /// Write the CSV here instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        rules: PromoRules,
+    },
+    /// List every code with its use.
+    List,
+    /// Show one code in full.
+    Show { code: String },
+    /// Switch a code off (reserved uses stay valid).
+    Disable { code: String },
+}
+
+/// What a code does and who may use it.
+#[derive(Debug, Clone, Args)]
+pub struct PromoRules {
+    #[command(flatten)]
+    pub effect: EffectArgs,
+    /// Currency of --fixed and --min-amount.
+    #[arg(long, default_value = "RUB")]
+    pub currency: String,
+    /// Total uses allowed (unlimited when absent).
+    #[arg(long)]
+    pub max: Option<u64>,
+    /// Uses allowed per user.
+    #[arg(long, default_value_t = 1)]
+    pub per_user: u32,
+    /// Valid from (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+    #[arg(long)]
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Valid until (RFC 3339), exclusive.
+    #[arg(long)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only for users who have never paid.
+    #[arg(long)]
+    pub first_purchase: bool,
+    /// Comma-separated tariff ids the code applies to (all when absent).
+    #[arg(long, value_delimiter = ',')]
+    pub tariffs: Vec<TariffId>,
+    /// Smallest price the code applies to, in --currency.
+    #[arg(long)]
+    pub min_amount: Option<rust_decimal::Decimal>,
+}
+
+/// What a code does: exactly one of these.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct EffectArgs {
+    /// Percent off the price (0 < P <= 100).
+    #[arg(long)]
+    pub percent: Option<rust_decimal::Decimal>,
+    /// A fixed amount off the price, in --currency.
+    #[arg(long)]
+    pub fixed: Option<rust_decimal::Decimal>,
+    /// Tokens granted when the code is activated.
+    #[arg(long)]
+    pub bonus_tokens: Option<u64>,
+    /// Percent more tokens on a purchase.
+    #[arg(long)]
+    pub extra_tokens: Option<u32>,
+}
+
+impl PromoRules {
+    /// The code these rules describe.
+    pub fn build(&self, code: &str) -> Result<PromoCode, AdminError> {
+        let currency: Currency = self.currency.parse()?;
+        let e = &self.effect;
+        let effect = match (e.percent, e.fixed, e.bonus_tokens, e.extra_tokens) {
+            (Some(percent), None, None, None) if percent > Decimal::ZERO && percent <= Decimal::ONE_HUNDRED => {
+                PromoEffect::PercentDiscount { percent }
+            }
+            (Some(_), ..) => return Err(AdminError::Input("--percent must be above 0 and at most 100".into())),
+            (None, Some(amount), None, None) => PromoEffect::FixedDiscount {
+                amount: Money::new(amount, currency)?,
+            },
+            (None, None, Some(tokens), None) => PromoEffect::BonusTokens {
+                tokens: Tokens::positive(tokens)?,
+            },
+            (None, None, None, Some(percent)) if (1..=1000).contains(&percent) => PromoEffect::ExtraTokens { percent },
+            (None, None, None, Some(_)) => return Err(AdminError::Input("--extra-tokens must be 1..=1000".into())),
+            _ => return Err(AdminError::Input("give exactly one effect".into())),
+        };
+        if self.per_user == 0 {
+            return Err(AdminError::Input("--per-user must be at least 1".into()));
+        }
+        if let (Some(from), Some(until)) = (self.from, self.until)
+            && from >= until
+        {
+            return Err(AdminError::Input("--from must be before --until".into()));
+        }
+        Ok(PromoCode {
+            code: PromoCodeText::new(code)?,
+            effect,
+            valid_from: self.from,
+            valid_until: self.until,
+            max_redemptions: self.max,
+            redemptions: 0,
+            paid_redemptions: 0,
+            per_user_limit: self.per_user,
+            first_purchase_only: self.first_purchase,
+            allowed_tariffs: self.tariffs.clone(),
+            min_amount: self.min_amount.map(|amount| Money::new(amount, currency)).transpose()?,
+            active: true,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +267,7 @@ pub async fn run(cli: Cli, config: &SdkConfig, out: &mut impl Write) -> Result<(
         Command::Tariffs(command) => tariffs(&store, command, out).await?,
         Command::User(UserCommand::Show { id, entries }) => show_user(&store, id, entries, out).await?,
         Command::Tokens(TokensCommand::Grant(args)) => grant(&store, args, out).await?,
+        Command::Promo(command) => promo(&store, command, out).await?,
     }
     Ok(())
 }
@@ -265,4 +393,115 @@ async fn grant(store: &Store, args: GrantArgs, out: &mut impl Write) -> Result<(
         balance.available
     )?;
     Ok(())
+}
+
+async fn promo(store: &Store, command: PromoCommand, out: &mut impl Write) -> Result<(), AdminError> {
+    match command {
+        PromoCommand::Create { code, rules } => {
+            let promo = rules.build(&code)?;
+            if !store.create_promo(&promo).await? {
+                return Err(AdminError::Input(format!(
+                    "promo code {} already exists",
+                    promo.code.as_str()
+                )));
+            }
+            writeln!(
+                out,
+                "created {}: {}",
+                promo.code.as_str(),
+                describe_effect(&promo.effect)
+            )?;
+        }
+        PromoCommand::Batch {
+            prefix,
+            count,
+            output,
+            rules,
+        } => {
+            if !(1..=10_000).contains(&count) {
+                return Err(AdminError::Input("--count must be 1..=10000".into()));
+            }
+            let single_use = PromoRules {
+                max: Some(1),
+                per_user: 1,
+                ..rules
+            };
+            let mut csv = String::from("code,effect,valid_until\n");
+            let mut made = 0;
+            while made < count {
+                let promo = single_use.build(&format!("{prefix}-{}", random_suffix()))?;
+                // A clash with an existing code is skipped, never overwritten.
+                if store.create_promo(&promo).await? {
+                    let until = promo.valid_until.map(|u| u.to_rfc3339()).unwrap_or_default();
+                    csv.push_str(&format!(
+                        "{},{},{until}\n",
+                        promo.code.as_str(),
+                        describe_effect(&promo.effect)
+                    ));
+                    made += 1;
+                }
+            }
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, csv).map_err(|e| AdminError::Input(format!("{}: {e}", path.display())))?;
+                    writeln!(out, "created {count} codes; CSV written to {}", path.display())?;
+                }
+                None => write!(out, "{csv}")?,
+            }
+        }
+        PromoCommand::List => {
+            for promo in store.promos().await? {
+                let limit = promo
+                    .max_redemptions
+                    .map_or("unlimited".to_owned(), |max| max.to_string());
+                writeln!(
+                    out,
+                    "{:<24} {:<8} used {:>5} / {:<9} paid {:>5}  {}",
+                    promo.code.as_str(),
+                    if promo.active { "active" } else { "disabled" },
+                    promo.redemptions,
+                    limit,
+                    promo.paid_redemptions,
+                    describe_effect(&promo.effect)
+                )?;
+            }
+        }
+        PromoCommand::Show { code } => {
+            let code = PromoCodeText::new(&code)?;
+            let promo = store
+                .promo(&code)
+                .await?
+                .ok_or_else(|| AdminError::Input(format!("promo code {} not found", code.as_str())))?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&promo).map_err(|e| AdminError::Input(e.to_string()))?
+            )?;
+        }
+        PromoCommand::Disable { code } => {
+            let code = PromoCodeText::new(&code)?;
+            store.set_promo_active(&code, false).await?;
+            writeln!(out, "promo code {} disabled", code.as_str())?;
+        }
+    }
+    Ok(())
+}
+
+fn describe_effect(effect: &PromoEffect) -> String {
+    match effect {
+        PromoEffect::PercentDiscount { percent } => format!("{percent}% off"),
+        PromoEffect::FixedDiscount { amount } => format!("{amount} off"),
+        PromoEffect::BonusTokens { tokens } => format!("{tokens} bonus tokens"),
+        PromoEffect::ExtraTokens { percent } => format!("{percent}% more tokens"),
+    }
+}
+
+/// Eight characters without look-alikes (no 0/O, 1/I).
+fn random_suffix() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
