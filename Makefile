@@ -1,0 +1,45 @@
+# Tokenbill: `make dev` runs everything locally, `make test` runs every test.
+# Both bring up the local stack (DynamoDB Local + moto) on free loopback
+# ports and stop it afterwards, pass or fail.
+
+STACK := infra/local-stack/stack.sh
+CARGO ?= cargo
+DEV_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help dev test test-unit install stack-up stack-down stack-status fmt lint
+
+help:
+	@echo "make dev           run the whole system on http://127.0.0.1:3000 (Ctrl-C stops it)"
+	@echo "make test          run every test against the local stack"
+	@echo "make test-unit     run only the tests that need no local stack"
+	@echo "make stack-up      start DynamoDB Local + moto and keep them (source .local-stack/env)"
+	@echo "make stack-down    stop them"
+	@echo "make lint | fmt    clippy with warnings as errors | rustfmt"
+
+dev:
+	$(STACK) run -- $(CARGO) run --locked -p tokenbill-dev -- $(DEV_ARGS)
+
+test:
+	$(STACK) run -- $(CARGO) test --workspace --locked
+
+test-unit:
+	$(CARGO) test --locked -p tokenbill
+
+install:
+	$(STACK) install
+
+stack-up:
+	$(STACK) up
+
+stack-down:
+	$(STACK) down
+
+stack-status:
+	$(STACK) status
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
