@@ -2,7 +2,10 @@
 # Both bring up the local stack (DynamoDB Local + moto) on free loopback
 # ports and stop it afterwards, pass or fail.
 
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
 STACK := infra/local-stack/stack.sh
+TEST_LOG := target/test-output.log
 CARGO ?= cargo
 DEV_ARGS ?=
 
@@ -21,7 +24,9 @@ dev:
 	$(STACK) run -- $(CARGO) run --locked -p tokenbill-dev -- $(DEV_ARGS)
 
 test:
-	$(STACK) run -- $(CARGO) test --workspace --locked
+	@mkdir -p target
+	$(STACK) run -- $(CARGO) test --workspace --locked 2>&1 | tee $(TEST_LOG)
+	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' $(TEST_LOG)
 
 test-unit:
 	$(CARGO) test --locked -p tokenbill
