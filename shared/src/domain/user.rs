@@ -8,20 +8,34 @@ use super::UserId;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
-    Ru,
     #[default]
+    Ru,
     En,
 }
 
 impl Language {
-    /// Telegram sends IETF tags such as `ru`, `ru-RU`, `en-US`; anything
-    /// that is not Russian gets English.
+    /// Telegram sends IETF tags such as `ru`, `ru-RU`, `en-US`. English
+    /// speakers get English; everyone else gets the default, Russian.
     pub fn from_telegram(code: Option<&str>) -> Self {
         match code.map(|c| c.split(['-', '_']).next().unwrap_or("").to_ascii_lowercase()) {
-            Some(primary) if primary == "ru" => Language::Ru,
-            _ => Language::En,
+            Some(primary) if primary == "en" => Language::En,
+            _ => Language::Ru,
         }
     }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Language::Ru => "ru",
+            Language::En => "en",
+        }
+    }
+}
+
+/// What the bot expects the user's next text message to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Awaiting {
+    PromoCode,
 }
 
 /// What Telegram tells us about a user when they talk to the bot.
@@ -54,6 +68,11 @@ pub struct User {
     /// Paid invoices so far (first-purchase-only promo codes look at it).
     #[serde(default)]
     pub paid_invoices: u64,
+    /// A discount code the user entered, applied to their next purchase.
+    #[serde(default)]
+    pub pending_promo: Option<super::promo::PromoCodeText>,
+    #[serde(default)]
+    pub awaiting: Option<Awaiting>,
 }
 
 fn reachable_by_default() -> bool {
@@ -70,7 +89,12 @@ mod tests {
         assert_eq!(Language::from_telegram(Some("ru-RU")), Language::Ru);
         assert_eq!(Language::from_telegram(Some("RU")), Language::Ru);
         assert_eq!(Language::from_telegram(Some("en-US")), Language::En);
-        assert_eq!(Language::from_telegram(Some("uk")), Language::En);
-        assert_eq!(Language::from_telegram(None), Language::En);
+        assert_eq!(Language::from_telegram(Some("en")), Language::En);
+        assert_eq!(
+            Language::from_telegram(Some("uk")),
+            Language::Ru,
+            "others get the default"
+        );
+        assert_eq!(Language::from_telegram(None), Language::Ru);
     }
 }

@@ -310,6 +310,7 @@ impl Store {
             Movement::Refund { original, tokens } => items.push(self.consume_refundable(*original, *tokens)?),
             Movement::Credit { .. } | Movement::Debit { .. } => {}
         }
+        items.push(self.count_tokens(user, posting.kind, posting.amount)?);
         items.extend(request.extra.iter().cloned());
         Ok(items)
     }

@@ -146,6 +146,7 @@ impl Store {
                 paid.promo_reserved = false;
                 request = request.with_item(self.put_invoice(&paid, Some(invoice.status))?);
                 request = request.with_item(self.count_paid_invoice(invoice.user)?);
+                request = request.with_item(self.count_paid_invoice_today()?);
                 if let Some(code) = &invoice.promo_code {
                     if invoice.promo_reserved {
                         request = request.with_item(self.consume_redemption(code)?);

@@ -13,6 +13,10 @@
 //! | promo code           | `PROMO#<CODE>`   | `PROMO`               |
 //! | promo use by a user  | `PROMO#<CODE>`   | `USER#<id>`           |
 //! | counter              | `COUNTER#<name>` | `COUNTER`             |
+//! | subscription         | `USER#<id>`      | `SUBSCRIPTION`        |
+//! | Telegram update seen | `TGUPDATE#<id>`  | `UPDATE`              |
+//! | stats: all time      | `STATS#TOTAL`    | `TOTAL`               |
+//! | stats: one day       | `STATS#<date>`   | `DAY`, `SHARD#<nn>`   |
 //!
 //! Secondary keys: invoices carry `gsi1pk = USER#<id>`, `gsi1sk =
 //! INVOICE#<created>` (a user's invoices) and, while pending,
@@ -129,6 +133,26 @@ pub fn promo_use(code: &crate::domain::promo::PromoCodeText, user: UserId) -> Ke
 
 pub fn counter(name: &str) -> Key {
     Key::new(format!("COUNTER#{name}"), "COUNTER")
+}
+
+pub fn telegram_update(update_id: u32) -> Key {
+    Key::new(format!("TGUPDATE#{update_id}"), "UPDATE")
+}
+
+pub fn subscription(user: UserId) -> Key {
+    Key::new(user_pk(user), "SUBSCRIPTION")
+}
+
+pub fn stats_total() -> Key {
+    Key::new("STATS#TOTAL", "TOTAL")
+}
+
+pub fn stats_day(day: chrono::NaiveDate) -> Key {
+    Key::new(format!("STATS#{day}"), "DAY")
+}
+
+pub fn stats_shard(day: chrono::NaiveDate, shard: i64) -> Key {
+    Key::new(format!("STATS#{day}"), format!("SHARD#{shard:02}"))
 }
 
 #[cfg(test)]

@@ -8,8 +8,11 @@ pub mod item;
 pub mod keys;
 mod ledger;
 mod promos;
+mod stats;
+mod subscriptions;
 mod tariffs;
 mod transact;
+mod updates;
 mod users;
 
 use std::sync::Arc;
@@ -20,6 +23,9 @@ pub use balance::{Applied, BalanceRequest, Receipt};
 pub use error::StoreError;
 pub use invoices::{DEFAULT_INVOICE_TTL, NewInvoice, Payment};
 pub use ledger::LedgerPage;
+pub use stats::DailyStats;
+pub use updates::{Claim, UPDATE_LEASE};
+pub use users::UserChange;
 
 use crate::clock::{Clock, SystemClock};
 

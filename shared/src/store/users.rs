@@ -6,7 +6,34 @@ use super::item::{n, parse, s};
 use super::keys;
 use super::{Store, StoreError};
 use crate::domain::UserId;
-use crate::domain::user::{Registration, User};
+use crate::domain::promo::PromoCodeText;
+use crate::domain::user::{Awaiting, Language, Registration, User};
+
+/// One change to a user's profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserChange {
+    Language(Language),
+    /// False when the user blocked the bot.
+    Reachable(bool),
+    PendingPromo(Option<PromoCodeText>),
+    Awaiting(Option<Awaiting>),
+}
+
+impl UserChange {
+    /// The attribute and its new value (`None` removes it).
+    fn attribute(&self) -> Result<(&'static str, Option<AttributeValue>), StoreError> {
+        Ok(match self {
+            UserChange::Language(language) => ("language", Some(attribute_value(language)?)),
+            UserChange::Reachable(reachable) => ("reachable", Some(AttributeValue::Bool(*reachable))),
+            UserChange::PendingPromo(code) => ("pending_promo", code.as_ref().map(|c| s(c.as_str()))),
+            UserChange::Awaiting(awaiting) => ("awaiting", awaiting.as_ref().map(attribute_value).transpose()?),
+        })
+    }
+}
+
+fn attribute_value<T: serde::Serialize>(value: &T) -> Result<AttributeValue, StoreError> {
+    serde_dynamo::to_attribute_value(value).map_err(|e| StoreError::corrupt("profile change", e))
+}
 
 impl Store {
     /// Registers a user, or refreshes the names Telegram reports for one
@@ -55,7 +82,60 @@ impl Store {
             .map_err(|e| StoreError::from_sdk("UpdateItem", e))?;
         let user: User = parse("user", output.attributes.unwrap_or_default())?;
         let created = user.first_seen == now;
+        if created {
+            self.count_new_user().await?;
+        }
         Ok((user, created))
+    }
+
+    /// Applies profile changes together; the user must exist.
+    pub async fn update_user(&self, id: UserId, changes: &[UserChange]) -> Result<User, StoreError> {
+        let mut set = Vec::new();
+        let mut remove = Vec::new();
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(keys::profile(id).to_item()))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", keys::PK)
+            .return_values(ReturnValue::AllNew);
+        for (index, change) in changes.iter().enumerate() {
+            let (attribute, value) = change.attribute()?;
+            let name = format!("#a{index}");
+            request = request.expression_attribute_names(&name, attribute);
+            match value {
+                Some(value) => {
+                    let placeholder = format!(":v{index}");
+                    set.push(format!("{name} = {placeholder}"));
+                    request = request.expression_attribute_values(placeholder, value);
+                }
+                None => remove.push(name),
+            }
+        }
+        let mut expression = String::new();
+        if !set.is_empty() {
+            expression.push_str(&format!("SET {}", set.join(", ")));
+        }
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        if expression.is_empty() {
+            return self.existing_user(id).await;
+        }
+        match request.update_expression(expression.trim()).send().await {
+            Ok(output) => parse("user", output.attributes.unwrap_or_default()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::NotFound {
+                    what: format!("user {id}"),
+                })
+            }
+            Err(err) => Err(StoreError::from_sdk("UpdateItem", err)),
+        }
     }
 
     pub async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
