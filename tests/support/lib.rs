@@ -85,3 +85,73 @@ pub async fn seed_catalog(store: &Store) {
     let tariffs = tokenbill_admin::parse_tariffs(tokenbill_dev::SAMPLE_TARIFFS).expect("sample catalog parses");
     store.put_tariffs(&tariffs).await.expect("seed catalog");
 }
+
+pub mod faults {
+    //! Fault injection for the DynamoDB client: counts every request the
+    //! SDK sends and, when armed, sends chosen attempts to a closed port so
+    //! they fail the way an unreachable DynamoDB does.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+    use aws_smithy_runtime_api::box_error::BoxError;
+    use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
+
+    #[derive(Debug, Default)]
+    struct State {
+        requests: AtomicUsize,
+        fail_from: AtomicUsize,
+        fail_until: AtomicUsize,
+    }
+
+    #[derive(Debug, Clone, Default)]
+    pub struct DynamoFaults(Arc<State>);
+
+    impl DynamoFaults {
+        /// Requests (attempts) sent so far.
+        pub fn requests(&self) -> usize {
+            self.0.requests.load(Ordering::SeqCst)
+        }
+
+        /// After `skip` more attempts succeed, the next `count` fail.
+        pub fn fail_after(&self, skip: usize, count: usize) {
+            let from = self.requests() + skip;
+            self.0.fail_from.store(from, Ordering::SeqCst);
+            self.0.fail_until.store(from + count, Ordering::SeqCst);
+        }
+    }
+
+    impl Intercept for DynamoFaults {
+        fn name(&self) -> &'static str {
+            "DynamoFaults"
+        }
+
+        fn modify_before_transmit(
+            &self,
+            context: &mut BeforeTransmitInterceptorContextMut<'_>,
+            _components: &RuntimeComponents,
+            _cfg: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            let n = self.0.requests.fetch_add(1, Ordering::SeqCst);
+            if n >= self.0.fail_from.load(Ordering::SeqCst) && n < self.0.fail_until.load(Ordering::SeqCst) {
+                // Port 1 on loopback: nothing listens, the connection is refused.
+                context.request_mut().set_uri("http://127.0.0.1:1/")?;
+            }
+            Ok(())
+        }
+    }
+
+    /// A store on a fresh table whose client goes through `faults`.
+    pub async fn faulty_store(faults: &DynamoFaults) -> tokenbill::Store {
+        let config = aws_sdk_dynamodb::config::Builder::from(super::sdk_config().await)
+            .interceptor(faults.clone())
+            .build();
+        let client = aws_sdk_dynamodb::Client::from_conf(config);
+        let table = super::unique_name("faults");
+        tokenbill::resources::create_table(&client, &table)
+            .await
+            .expect("create table");
+        tokenbill::Store::new(client, table)
+    }
+}

@@ -1,1 +1,317 @@
+//! `POST /telegram/webhook`: the bot. Parses Telegram's update, checks the
+//! secret header, handles each update once, and answers with at most one
+//! Bot API call in the response body (the rest go out through the client).
 
+mod callback;
+mod flow;
+mod screens;
+pub mod texts;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, Response, StatusCode};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use teloxide_core::Bot;
+use teloxide_core::payloads::{AnswerCallbackQuery, EditMessageText, SendMessage};
+use teloxide_core::prelude::Requester;
+use teloxide_core::requests::{HasPayload, Payload};
+use teloxide_core::types::{CallbackQueryId, ChatId, InlineKeyboardMarkup, MessageId, ParseMode, Update};
+use tokenbill::domain::invoice::Provider;
+use tokenbill::domain::tariff::Tariff;
+use tokenbill::store::{Claim, Store, StoreError};
+use tokio::sync::Mutex;
+
+pub use callback::Callback;
+
+/// Header Telegram sends with the secret given to `setWebhook`.
+pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
+/// How long a warm instance reuses the tariff catalog.
+const CATALOG_TTL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct BotConfig {
+    /// `secret_token` of `setWebhook`: 1–256 of `A-Z a-z 0-9 _ -`.
+    pub webhook_secret: String,
+    /// Commands addressed `/cmd@Name` to another bot are ignored.
+    pub bot_username: Option<String>,
+    /// Chats that get the operator commands.
+    pub operators: Vec<i64>,
+    pub support_contact: String,
+    /// Payment buttons, in order.
+    pub providers: Vec<Provider>,
+    /// Where the payment pages are served (the HTTP API's base URL).
+    pub public_base_url: String,
+    pub invoice_ttl: chrono::Duration,
+}
+
+impl BotConfig {
+    /// Reads the configuration from the environment. Secrets are passed in
+    /// by the runtime (SSM on AWS), never written in the template.
+    pub fn from_env() -> Result<Self, String> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let webhook_secret = var("TELEGRAM_WEBHOOK_SECRET").ok_or("TELEGRAM_WEBHOOK_SECRET is not set")?;
+        let valid = (1..=256).contains(&webhook_secret.len())
+            && webhook_secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            return Err("TELEGRAM_WEBHOOK_SECRET must be 1-256 of A-Z a-z 0-9 _ -".into());
+        }
+        let operators = var("OPERATOR_CHAT_IDS")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|id| !id.trim().is_empty())
+            .map(|id| {
+                id.trim()
+                    .parse::<i64>()
+                    .map_err(|_| format!("OPERATOR_CHAT_IDS: {id:?} is not a chat id"))
+            })
+            .collect::<Result<_, _>>()?;
+        let providers = var("PAYMENT_PROVIDERS")
+            .unwrap_or_else(|| "mock".into())
+            .split(',')
+            .map(|p| match p.trim() {
+                "mock" => Ok(Provider::Mock),
+                "robokassa" => Ok(Provider::Robokassa),
+                "stars" | "telegram_stars" => Ok(Provider::TelegramStars),
+                other => Err(format!("PAYMENT_PROVIDERS: unknown provider {other:?}")),
+            })
+            .collect::<Result<_, _>>()?;
+        let ttl =
+            var("INVOICE_TTL_SECONDS").map_or(Ok(3600), |v| v.parse::<i64>().map_err(|_| "INVOICE_TTL_SECONDS"))?;
+        Ok(Self {
+            webhook_secret,
+            bot_username: var("TELEGRAM_BOT_USERNAME").map(|name| name.trim_start_matches('@').to_owned()),
+            operators,
+            support_contact: var("SUPPORT_CONTACT").unwrap_or_else(|| "@tokenbill_support".into()),
+            providers,
+            public_base_url: var("PUBLIC_BASE_URL").unwrap_or_else(|| "http://127.0.0.1:3000".into()),
+            invoice_ttl: chrono::Duration::seconds(ttl.clamp(60, 86_400)),
+        })
+    }
+}
+
+/// One Bot API call the bot wants made.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Send {
+        chat: ChatId,
+        text: String,
+        keyboard: Option<InlineKeyboardMarkup>,
+    },
+    Edit {
+        chat: ChatId,
+        message: MessageId,
+        text: String,
+        keyboard: Option<InlineKeyboardMarkup>,
+    },
+    Answer {
+        id: CallbackQueryId,
+        text: Option<String>,
+    },
+}
+
+impl Reply {
+    /// The call as a webhook answer: its parameters plus `"method"`.
+    pub fn to_method(&self) -> Value {
+        let (name, mut body) = match self.clone() {
+            Reply::Send { chat, text, keyboard } => {
+                let mut payload = SendMessage::new(chat, texts::fit(text));
+                payload.parse_mode = Some(ParseMode::Html);
+                payload.reply_markup = keyboard.map(Into::into);
+                (SendMessage::NAME, serde_json::to_value(payload))
+            }
+            Reply::Edit {
+                chat,
+                message,
+                text,
+                keyboard,
+            } => {
+                let mut payload = EditMessageText::new(chat, message, texts::fit(text));
+                payload.parse_mode = Some(ParseMode::Html);
+                payload.reply_markup = keyboard;
+                (EditMessageText::NAME, serde_json::to_value(payload))
+            }
+            Reply::Answer { id, text } => {
+                let mut payload = AnswerCallbackQuery::new(id);
+                payload.text = text;
+                (AnswerCallbackQuery::NAME, serde_json::to_value(payload))
+            }
+        };
+        if let Ok(Value::Object(map)) = &mut body {
+            map.insert("method".into(), Value::String(name.into()));
+        }
+        body.unwrap_or(Value::Null)
+    }
+}
+
+pub struct Webhook {
+    store: Store,
+    bot: Bot,
+    config: Arc<BotConfig>,
+    catalog: Mutex<Option<(Instant, Vec<Tariff>)>>,
+}
+
+impl Webhook {
+    pub fn new(store: Store, bot: Bot, config: BotConfig) -> Self {
+        Self {
+            store,
+            bot,
+            config: Arc::new(config),
+            catalog: Mutex::new(None),
+        }
+    }
+
+    /// Handles one HTTP request from Telegram.
+    pub async fn handle(&self, request: http::Request<impl AsRef<[u8]>>) -> Response<String> {
+        let (parts, body) = request.into_parts();
+        if parts.method != http::Method::POST {
+            return respond(StatusCode::METHOD_NOT_ALLOWED, json!({ "error": "use POST" }));
+        }
+        if !self.trusted(&parts.headers) {
+            tracing::warn!("webhook call without the right secret header");
+            return respond(StatusCode::UNAUTHORIZED, json!({ "error": "unauthorized" }));
+        }
+        self.handle_update(body.as_ref()).await
+    }
+
+    fn trusted(&self, headers: &HeaderMap) -> bool {
+        let expected = self.config.webhook_secret.as_bytes();
+        headers.get(SECRET_HEADER).is_some_and(|given| {
+            given.as_bytes().len() == expected.len() && bool::from(given.as_bytes().ct_eq(expected))
+        })
+    }
+
+    async fn handle_update(&self, body: &[u8]) -> Response<String> {
+        let update: Update = match serde_json::from_slice(body) {
+            Ok(update) => update,
+            Err(err) => {
+                // Not an update at all: a retry would not fix it.
+                tracing::warn!(error = %err, raw = %String::from_utf8_lossy(body), "malformed update ignored");
+                return respond(StatusCode::OK, json!({}));
+            }
+        };
+        if let teloxide_core::types::UpdateKind::Error(raw) = &update.kind {
+            tracing::info!(update_id = update.id.0, raw = %raw, "unsupported update ignored");
+            return respond(StatusCode::OK, json!({}));
+        }
+        let update_id = update.id.0;
+        match self.store.claim_update(update_id).await {
+            Ok(Claim::Acquired) => {}
+            Ok(Claim::Done) => return respond(StatusCode::OK, json!({})),
+            Ok(Claim::InProgress) => {
+                // Another delivery is being handled; if it fails, this retry
+                // must still complete the work, so do not answer 2xx.
+                return respond(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "in progress" }));
+            }
+            Err(err) => return self.failed(update_id, err, false).await,
+        }
+        let mut replies = match self.dispatch(update).await {
+            Ok(replies) => replies,
+            Err(err) => return self.failed(update_id, err, true).await,
+        };
+        if let Err(err) = self.store.complete_update(update_id).await {
+            return self.failed(update_id, err, true).await;
+        }
+        let last = replies.pop();
+        for reply in replies {
+            self.send(reply).await;
+        }
+        respond(
+            StatusCode::OK,
+            last.map_or_else(|| json!({}), |reply| reply.to_method()),
+        )
+    }
+
+    /// A failure: retryable ones give the update back and ask Telegram to
+    /// retry (5xx); others are logged and acknowledged.
+    async fn failed(&self, update_id: u32, err: StoreError, claimed: bool) -> Response<String> {
+        if err.is_retryable() {
+            tracing::warn!(update_id, error = %err, "update failed; Telegram will retry");
+            if claimed && let Err(release) = self.store.release_update(update_id).await {
+                // The lease runs out on its own; the retry then proceeds.
+                tracing::warn!(update_id, error = %release, "could not release the update");
+            }
+            return respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": "temporarily unavailable" }),
+            );
+        }
+        tracing::error!(update_id, error = %err, "update failed permanently");
+        if claimed && let Err(complete) = self.store.complete_update(update_id).await {
+            tracing::warn!(update_id, error = %complete, "could not mark the update done");
+        }
+        respond(StatusCode::OK, json!({}))
+    }
+
+    /// Makes a Bot API call whose result is not needed. Failures are logged:
+    /// a retry of the whole update would repeat its effects.
+    async fn send(&self, reply: Reply) {
+        let result = match reply {
+            Reply::Send { chat, text, keyboard } => {
+                let mut request = self.bot.send_message(chat, texts::fit(text));
+                let payload = request.payload_mut();
+                payload.parse_mode = Some(ParseMode::Html);
+                payload.reply_markup = keyboard.map(Into::into);
+                request.await.map(drop)
+            }
+            Reply::Edit {
+                chat,
+                message,
+                text,
+                keyboard,
+            } => {
+                let mut request = self.bot.edit_message_text(chat, message, texts::fit(text));
+                let payload = request.payload_mut();
+                payload.parse_mode = Some(ParseMode::Html);
+                payload.reply_markup = keyboard;
+                request.await.map(drop)
+            }
+            Reply::Answer { id, text } => {
+                let mut request = self.bot.answer_callback_query(id);
+                request.payload_mut().text = text;
+                request.await.map(drop)
+            }
+        };
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "Bot API call failed");
+        }
+    }
+
+    /// The active catalog, reused for [`CATALOG_TTL`] by a warm instance.
+    async fn catalog(&self) -> Result<Vec<Tariff>, StoreError> {
+        let mut cached = self.catalog.lock().await;
+        if let Some((at, tariffs)) = cached.as_ref()
+            && at.elapsed() < CATALOG_TTL
+        {
+            return Ok(tariffs.clone());
+        }
+        let tariffs: Vec<Tariff> = self.store.tariffs().await?.into_iter().filter(|t| t.active).collect();
+        *cached = Some((Instant::now(), tariffs.clone()));
+        Ok(tariffs)
+    }
+}
+
+fn respond(status: StatusCode, body: Value) -> Response<String> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body.to_string())
+        .expect("a status and a JSON body always make a response")
+}
+
+/// The Bot API client: `TELEGRAM_BOT_TOKEN`, and `TELEGRAM_API_URL` to
+/// point it elsewhere (the local runner's fake Telegram, tests).
+pub fn bot_from_env() -> Result<Bot, String> {
+    let token = std::env::var("TELEGRAM_BOT_TOKEN").map_err(|_| "TELEGRAM_BOT_TOKEN is not set")?;
+    let bot = Bot::new(token);
+    match std::env::var("TELEGRAM_API_URL") {
+        Ok(url) => Ok(bot.set_api_url(
+            url.parse()
+                .map_err(|_| format!("TELEGRAM_API_URL {url:?} is not a URL"))?,
+        )),
+        Err(_) => Ok(bot),
+    }
+}

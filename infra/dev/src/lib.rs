@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use axum::Router;
+pub mod fake_telegram;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};

@@ -1,0 +1,483 @@
+//! The Telegram webhook, fed real-shaped updates in-process, against
+//! DynamoDB Local and a fake Bot API server on loopback.
+
+use futures::future::join_all;
+use serde_json::{Value, json};
+use telegram_webhook::{BotConfig, Webhook};
+use tokenbill::Store;
+use tokenbill::domain::invoice::Provider;
+use tokenbill::domain::promo::{PromoCode, PromoCodeText, PromoEffect};
+use tokenbill::domain::user::Language;
+use tokenbill_dev::fake_telegram::{Call, FakeTelegram};
+use tokenbill_tests::faults::{DynamoFaults, faulty_store};
+use tokenbill_tests::{seed_catalog, tokens, user};
+
+const SECRET: &str = "test-secret_123";
+const OPERATOR: i64 = 900;
+
+struct Harness {
+    webhook: Webhook,
+    store: Store,
+    telegram: FakeTelegram,
+    faults: DynamoFaults,
+}
+
+async fn harness() -> Harness {
+    let telegram = FakeTelegram::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(telegram.clone().serve(listener));
+    let faults = DynamoFaults::default();
+    let store = faulty_store(&faults).await;
+    seed_catalog(&store).await;
+    let config = BotConfig {
+        webhook_secret: SECRET.into(),
+        bot_username: Some("TokenbillBot".into()),
+        operators: vec![OPERATOR],
+        support_contact: "@help_desk".into(),
+        providers: vec![Provider::Mock],
+        public_base_url: "http://pay.local".into(),
+        invoice_ttl: chrono::Duration::hours(1),
+    };
+    let bot = teloxide_core::Bot::new("123:TEST").set_api_url(api.parse().unwrap());
+    Harness {
+        webhook: Webhook::new(store.clone(), bot, config),
+        store,
+        telegram,
+        faults,
+    }
+}
+
+impl Harness {
+    async fn post_with(&self, update: &Value, secret: Option<&str>) -> (u16, Value) {
+        let mut request = http::Request::builder().method("POST").uri("/telegram/webhook");
+        if let Some(secret) = secret {
+            request = request.header("X-Telegram-Bot-Api-Secret-Token", secret);
+        }
+        let response = self.webhook.handle(request.body(update.to_string()).unwrap()).await;
+        let status = response.status().as_u16();
+        (status, serde_json::from_str(response.body()).unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, update: &Value) -> (u16, Value) {
+        self.post_with(update, Some(SECRET)).await
+    }
+
+    /// Posts and expects one reply in the response body; returns it.
+    async fn reply(&self, update: &Value) -> Value {
+        let (status, body) = self.post(update).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+fn from(id: i64, language: &str) -> Value {
+    json!({ "id": id, "is_bot": false, "first_name": "Ann <&>", "username": "ann", "language_code": language })
+}
+
+fn chat(id: i64) -> Value {
+    json!({ "id": id, "type": "private", "first_name": "Ann" })
+}
+
+fn message(update_id: u32, user: i64, text: &str) -> Value {
+    json!({ "update_id": update_id, "message": {
+        "message_id": update_id, "date": 1_764_000_000, "chat": chat(user), "from": from(user, "en"), "text": text
+    }})
+}
+
+fn callback(update_id: u32, user: i64, data: &str) -> Value {
+    json!({ "update_id": update_id, "callback_query": {
+        "id": format!("cb{update_id}"), "from": from(user, "en"), "chat_instance": "1", "data": data,
+        "message": { "message_id": 77, "date": 1_764_000_000, "chat": chat(user),
+                     "from": { "id": 1, "is_bot": true, "first_name": "Tokenbill" }, "text": "menu" }
+    }})
+}
+
+fn membership(update_id: u32, user: i64, status: &str) -> Value {
+    let bot = json!({ "id": 1, "is_bot": true, "first_name": "Tokenbill" });
+    let mut new_member = json!({ "user": bot, "status": status });
+    if status == "kicked" {
+        new_member["until_date"] = json!(0);
+    }
+    json!({ "update_id": update_id, "my_chat_member": {
+        "chat": chat(user), "from": from(user, "en"), "date": 1_764_000_000,
+        "old_chat_member": { "user": bot, "status": if status == "kicked" { "member" } else { "kicked" }, "until_date": 0 },
+        "new_chat_member": new_member
+    }})
+}
+
+fn text_of(reply: &Value) -> &str {
+    reply["text"].as_str().unwrap_or_default()
+}
+
+fn buttons(reply: &Value) -> Vec<(String, String)> {
+    reply["reply_markup"]["inline_keyboard"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|row| row.as_array().cloned().unwrap_or_default())
+        .map(|b| {
+            let target = b["callback_data"]
+                .as_str()
+                .or(b["url"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            (b["text"].as_str().unwrap_or_default().to_owned(), target)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_secret_header_is_required() {
+    let h = harness().await;
+    let start = message(1, 10, "/start");
+    for secret in [None, Some("wrong"), Some("test-secret_12"), Some("test-secret_1234")] {
+        let (status, _) = h.post_with(&start, secret).await;
+        assert_eq!(status, 401, "{secret:?}");
+    }
+    assert!(h.store.user(user(10)).await.unwrap().is_none(), "nothing happened");
+    assert!(h.telegram.calls().is_empty());
+    let get = http::Request::builder().method("GET").body(String::new()).unwrap();
+    assert_eq!(h.webhook.handle(get).await.status(), 405);
+}
+
+#[tokio::test]
+async fn start_registers_and_answers_in_the_response_body() {
+    let h = harness().await;
+    let reply = h.reply(&message(1, 10, "/start")).await;
+    assert_eq!(reply["method"], "SendMessage");
+    assert_eq!(reply["chat_id"], 10);
+    assert_eq!(reply["parse_mode"], "HTML");
+    assert!(
+        text_of(&reply).contains("Hello, Ann &lt;&amp;&gt;!"),
+        "names are escaped: {}",
+        text_of(&reply)
+    );
+    let labels: Vec<String> = buttons(&reply).into_iter().map(|(label, _)| label).collect();
+    assert!(
+        labels.iter().any(|l| l.contains("Buy tokens")) && labels.iter().any(|l| l.contains("History")),
+        "{labels:?}"
+    );
+    for (_, data) in buttons(&reply) {
+        assert!(data.len() <= 64);
+    }
+    let ann = h.store.user(user(10)).await.unwrap().unwrap();
+    assert_eq!((ann.username.as_deref(), ann.language), (Some("ann"), Language::En));
+    assert!(
+        h.telegram.calls().is_empty(),
+        "one reply travels in the response, not as a call"
+    );
+
+    // A Russian speaker gets Russian.
+    let mut ru = message(2, 11, "/start");
+    ru["message"]["from"]["language_code"] = json!("ru");
+    assert!(text_of(&h.reply(&ru).await).starts_with("Здравствуйте"));
+}
+
+#[tokio::test]
+async fn start_payloads_apply_a_promo_or_record_a_referrer() {
+    let h = harness().await;
+    let code = |text: &str, effect| PromoCode {
+        code: PromoCodeText::new(text).unwrap(),
+        effect,
+        valid_from: None,
+        valid_until: None,
+        max_redemptions: None,
+        redemptions: 0,
+        paid_redemptions: 0,
+        per_user_limit: 1,
+        first_purchase_only: false,
+        allowed_tariffs: vec![],
+        min_amount: None,
+        active: true,
+    };
+    h.store
+        .create_promo(&code("WELCOME", PromoEffect::PercentDiscount { percent: 10.into() }))
+        .await
+        .unwrap();
+    h.store
+        .create_promo(&code("GIFT", PromoEffect::BonusTokens { tokens: tokens(30) }))
+        .await
+        .unwrap();
+
+    h.reply(&message(1, 10, "/start promo_WELCOME")).await;
+    let calls = h.telegram.take_calls();
+    assert!(
+        calls[0].params["text"].as_str().unwrap().contains("WELCOME accepted"),
+        "{calls:?}"
+    );
+    let ann = h.store.user(user(10)).await.unwrap().unwrap();
+    assert_eq!(ann.pending_promo.unwrap().as_str(), "WELCOME");
+
+    h.reply(&message(2, 11, "/start promo_GIFT")).await;
+    assert_eq!(h.store.balance(user(11)).await.unwrap().0.available, tokens(30));
+    h.reply(&message(3, 12, "/start promo_NOPE")).await;
+    let calls = h.telegram.take_calls();
+    assert!(
+        calls.last().unwrap().params["text"]
+            .as_str()
+            .unwrap()
+            .contains("no such promo code"),
+        "{calls:?}"
+    );
+
+    h.reply(&message(4, 13, "/start ref_10")).await;
+    assert_eq!(h.store.user(user(13)).await.unwrap().unwrap().referrer, Some(user(10)));
+    h.reply(&message(5, 14, "/start ref_14")).await;
+    assert_eq!(
+        h.store.user(user(14)).await.unwrap().unwrap().referrer,
+        None,
+        "nobody refers themselves"
+    );
+}
+
+#[tokio::test]
+async fn every_command_answers() {
+    let h = harness().await;
+    h.reply(&message(1, 10, "/start")).await;
+    let cases = [
+        ("/balance", "Available: <b>0</b>"),
+        ("/balance@TokenbillBot", "Available"),
+        ("/buy", "Choose a pack"),
+        ("/promo", "/promo WELCOME"),
+        ("/promo nosuch", "no such promo code"),
+        ("/subscription", "No subscription"),
+        ("/history", "No transactions yet"),
+        ("/language", "Choose a language"),
+        ("/help", "/paysupport"),
+        ("/paysupport", "@help_desk"),
+        ("/stats", "did not understand"),
+        ("/grant 10 5 nope", "did not understand"),
+        ("/nonsense", "did not understand"),
+        ("hello there", "did not understand"),
+        ("/balance@SomeOtherBot", "did not understand"),
+    ];
+    for (index, (text, expected)) in cases.iter().enumerate() {
+        let reply = h.reply(&message(10 + index as u32, 10, text)).await;
+        assert!(text_of(&reply).contains(expected), "{text}: {}", text_of(&reply));
+    }
+    assert_eq!(
+        h.store.balance(user(10)).await.unwrap().0.available,
+        tokens(0),
+        "a user cannot grant themselves"
+    );
+    let buy = h.reply(&message(40, 10, "/buy")).await;
+    let labels: Vec<String> = buttons(&buy).into_iter().map(|(l, _)| l).collect();
+    assert!(
+        labels.iter().any(|l| l.contains("100 tokens — 99 ₽ · 50 ⭐")),
+        "{labels:?}"
+    );
+}
+
+#[tokio::test]
+async fn operators_get_their_commands() {
+    let h = harness().await;
+    h.reply(&message(1, 10, "/start")).await;
+    h.reply(&message(2, OPERATOR, "/start")).await;
+    let granted = h.reply(&message(3, OPERATOR, "/grant 10 250 support gesture")).await;
+    assert!(
+        text_of(&granted).starts_with("granted 250 tokens to 10"),
+        "{}",
+        text_of(&granted)
+    );
+    // The same update again: granted once.
+    assert_eq!(
+        h.post(&message(3, OPERATOR, "/grant 10 250 support gesture")).await,
+        (200, json!({}))
+    );
+    assert_eq!(h.store.balance(user(10)).await.unwrap().0.available, tokens(250));
+
+    let shown = h.reply(&message(4, OPERATOR, "/user 10")).await;
+    assert!(
+        text_of(&shown).contains("available 250") && text_of(&shown).contains("audit ok"),
+        "{}",
+        text_of(&shown)
+    );
+    let stats = h.reply(&message(5, OPERATOR, "/stats")).await;
+    assert!(text_of(&stats).contains("users: 2"), "{}", text_of(&stats));
+    assert!(text_of(&h.reply(&message(6, OPERATOR, "/grant 10 x")).await).starts_with("usage"));
+    assert!(text_of(&h.reply(&message(7, OPERATOR, "/user 404")).await).contains("not found"));
+}
+
+#[tokio::test]
+async fn buttons_navigate_by_editing_the_message() {
+    let h = harness().await;
+    h.reply(&message(1, 10, "/start")).await;
+    let answer = h.reply(&callback(2, 10, "buy")).await;
+    assert_eq!(answer["method"], "AnswerCallbackQuery");
+    assert_eq!(answer["callback_query_id"], "cb2");
+    let calls = h.telegram.take_calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].method, "editmessagetext");
+    assert_eq!(calls[0].params["message_id"], 77);
+
+    h.reply(&callback(3, 10, "t:pack_100")).await;
+    let screen = h.telegram.take_calls().remove(0).params;
+    assert!(text_of(&screen).contains("Total: <b>99 ₽</b>"), "{}", text_of(&screen));
+    let pay = buttons(&screen)
+        .into_iter()
+        .find(|(_, data)| data.starts_with("p:"))
+        .unwrap();
+    assert_eq!(pay, ("Pay by card: 99 ₽".to_owned(), "p:mk:pack_100".to_owned()));
+
+    h.reply(&callback(4, 10, "p:mk:pack_100")).await;
+    let invoice = h.telegram.take_calls().remove(0).params;
+    let (_, url) = buttons(&invoice)
+        .into_iter()
+        .find(|(_, url)| url.starts_with("http"))
+        .unwrap();
+    assert!(url.starts_with("http://pay.local/payments/mock/checkout/"), "{url}");
+    let invoice_id = url.rsplit('/').next().unwrap().parse().unwrap();
+    let stored = h.store.invoice(&invoice_id).await.unwrap().unwrap();
+    assert_eq!((stored.user, stored.amount_due.to_minor()), (user(10), 9_900));
+
+    // Language switch re-renders the menu in Russian.
+    let answer = h.reply(&callback(5, 10, "l:ru")).await;
+    assert_eq!(answer["text"], "Язык: русский.");
+    assert!(text_of(&h.telegram.take_calls()[0].params).starts_with("Здравствуйте"));
+    assert_eq!(h.store.user(user(10)).await.unwrap().unwrap().language, Language::Ru);
+}
+
+#[tokio::test]
+async fn stale_or_forged_buttons_get_a_friendly_answer() {
+    let h = harness().await;
+    h.reply(&message(1, 10, "/start")).await;
+    for (index, data) in ["zzz", "t:bad tariff", "p:xx:pack_100", &"m".repeat(70)]
+        .iter()
+        .enumerate()
+    {
+        let answer = h.reply(&callback(10 + index as u32, 10, data)).await;
+        assert_eq!(answer["method"], "AnswerCallbackQuery");
+        assert!(
+            answer["text"].as_str().unwrap().contains("out of date"),
+            "{data}: {answer}"
+        );
+    }
+    let gone = h.reply(&callback(20, 10, "t:retired_pack")).await;
+    assert!(gone["text"].as_str().unwrap().contains("no longer on sale"), "{gone}");
+    assert!(h.telegram.calls().is_empty(), "no message was edited");
+}
+
+#[tokio::test]
+async fn promo_entry_takes_the_next_message() {
+    let h = harness().await;
+    h.reply(&message(1, 10, "/start")).await;
+    h.reply(&callback(2, 10, "promo")).await;
+    assert!(text_of(&h.telegram.take_calls()[0].params).contains("Send the promo code"));
+    let reply = h.reply(&message(3, 10, "nosuchcode")).await;
+    assert!(text_of(&reply).contains("no such promo code"), "{}", text_of(&reply));
+    let reply = h.reply(&message(4, 10, "again")).await;
+    assert!(
+        text_of(&reply).contains("did not understand"),
+        "only the next message is the code"
+    );
+}
+
+#[tokio::test]
+async fn updates_with_nothing_to_do_are_acknowledged_without_effect() {
+    let h = harness().await;
+    let sticker = json!({ "update_id": 1, "message": {
+        "message_id": 1, "date": 1_764_000_000, "chat": chat(10), "from": from(10, "en"),
+        "sticker": { "file_id": "f", "file_unique_id": "u", "type": "regular", "width": 512, "height": 512,
+                     "is_animated": false, "is_video": false }
+    }});
+    let no_text = json!({ "update_id": 2, "message": { "message_id": 2, "date": 1_764_000_000, "chat": chat(10), "from": from(10, "en") } });
+    let mut edited = message(3, 10, "/start");
+    edited["edited_message"] = edited["message"].take();
+    edited["edited_message"]["edit_date"] = json!(1_764_000_100);
+    edited.as_object_mut().unwrap().remove("message");
+    let channel = json!({ "update_id": 4, "channel_post": {
+        "message_id": 1, "date": 1_764_000_000, "chat": { "id": -100_123, "type": "channel", "title": "News" }, "text": "/start"
+    }});
+    let unknown = json!({ "update_id": 5, "future_kind": { "anything": true } });
+    let malformed = json!({ "not": "an update" });
+    for update in [sticker, no_text, edited, channel, unknown, malformed] {
+        assert_eq!(h.post(&update).await, (200, json!({})), "{update}");
+    }
+    let raw = http::Request::builder()
+        .method("POST")
+        .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+        .body("{{{".to_owned())
+        .unwrap();
+    assert_eq!(h.webhook.handle(raw).await.status(), 200);
+    assert!(h.store.user(user(10)).await.unwrap().is_none());
+    assert!(h.telegram.calls().is_empty());
+}
+
+#[tokio::test]
+async fn blocking_and_unblocking_the_bot() {
+    let h = harness().await;
+    h.reply(&message(1, 10, "/start")).await;
+    assert_eq!(h.post(&membership(2, 10, "kicked")).await, (200, json!({})));
+    assert!(!h.store.user(user(10)).await.unwrap().unwrap().reachable);
+    assert_eq!(h.post(&membership(3, 10, "member")).await, (200, json!({})));
+    assert!(h.store.user(user(10)).await.unwrap().unwrap().reachable);
+    // Someone the bot never met blocking it changes nothing.
+    assert_eq!(h.post(&membership(4, 55, "kicked")).await, (200, json!({})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redelivered_update_acts_once() {
+    let h = harness().await;
+    h.reply(&message(1, OPERATOR, "/start")).await;
+    h.reply(&message(2, 10, "/start")).await;
+    let grant = message(3, OPERATOR, "/grant 10 7 twice?");
+    assert_eq!(h.post(&grant).await.0, 200);
+    assert_eq!(
+        h.post(&grant).await,
+        (200, json!({})),
+        "the second delivery does nothing"
+    );
+
+    let concurrent = message(4, OPERATOR, "/grant 10 11 twenty");
+    let webhook = &h;
+    let results = join_all((0..20).map(|_| async { webhook.post(&concurrent).await })).await;
+    assert!(
+        results.iter().all(|(status, _)| *status == 200 || *status == 503),
+        "{results:?}"
+    );
+    assert_eq!(
+        h.store.balance(user(10)).await.unwrap().0.available,
+        tokens(18),
+        "7 once + 11 once"
+    );
+    assert!(h.store.audit(user(10)).await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn dynamodb_failing_mid_update_asks_for_a_retry_that_completes() {
+    let h = harness().await;
+    h.reply(&message(1, OPERATOR, "/start")).await;
+    h.reply(&message(2, 10, "/start")).await;
+    let grant = message(3, OPERATOR, "/grant 10 40 retry me");
+    // The claim succeeds; every attempt after it fails (the SDK retries 3 times).
+    h.faults.fail_after(1, 3);
+    let (status, _) = h.post(&grant).await;
+    assert_eq!(status, 503, "a retry would complete the work");
+    assert_eq!(h.store.balance(user(10)).await.unwrap().0.available, tokens(0));
+    // Telegram redelivers: the work completes, once.
+    assert_eq!(h.post(&grant).await.0, 200);
+    assert_eq!(h.post(&grant).await, (200, json!({})));
+    assert_eq!(h.store.balance(user(10)).await.unwrap().0.available, tokens(40));
+}
+
+#[tokio::test]
+async fn a_telegram_failure_does_not_fail_the_update() {
+    use tokenbill_dev::fake_telegram::Failure;
+    let h = harness().await;
+    h.reply(&message(1, 10, "/start")).await;
+    h.telegram.fail_next([Failure::TooManyRequests { retry_after: 3 }]);
+    // The edit goes out as a call and hits 429; the answer still comes back.
+    let answer = h.reply(&callback(2, 10, "bal")).await;
+    assert_eq!(answer["method"], "AnswerCallbackQuery");
+    let calls: Vec<Call> = h.telegram.calls();
+    assert_eq!(calls.len(), 1, "the failed edit was not retried within the update");
+    // A blocked user: the edit fails with 403, the update is still done.
+    h.telegram.fail_next([Failure::Blocked]);
+    assert_eq!(h.reply(&callback(3, 10, "bal")).await["method"], "AnswerCallbackQuery");
+    assert_eq!(
+        h.post(&callback(3, 10, "bal")).await,
+        (200, json!({})),
+        "and not handled twice"
+    );
+}
