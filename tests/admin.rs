@@ -139,7 +139,10 @@ async fn dev_runner_prepares_the_stack_and_answers_health() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(tokenbill_dev::serve(
         listener,
-        tokenbill_dev::AppState { store: store.clone() },
+        tokenbill_dev::local_app(store.clone(), "http://127.0.0.1".into())
+            .await
+            .unwrap()
+            .0,
         async {
             let _ = stopped.await;
         },
@@ -156,7 +159,10 @@ async fn dev_runner_prepares_the_stack_and_answers_health() {
     let broken_addr = listener.local_addr().unwrap();
     let broken_server = tokio::spawn(tokenbill_dev::serve(
         listener,
-        tokenbill_dev::AppState { store: broken },
+        tokenbill_dev::local_app(broken, "http://127.0.0.1".into())
+            .await
+            .unwrap()
+            .0,
         std::future::pending(),
     ));
     let health = reqwest::get(format!("http://{broken_addr}/health")).await.unwrap();

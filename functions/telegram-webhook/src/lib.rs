@@ -50,7 +50,13 @@ impl BotConfig {
     /// Reads the configuration from the environment. Secrets are passed in
     /// by the runtime (SSM on AWS), never written in the template.
     pub fn from_env() -> Result<Self, String> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (the environment, or the
+    /// local runner's defaults).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let webhook_secret = var("TELEGRAM_WEBHOOK_SECRET").ok_or("TELEGRAM_WEBHOOK_SECRET is not set")?;
         let valid = (1..=256).contains(&webhook_secret.len())
             && webhook_secret

@@ -1,6 +1,6 @@
 use clap::Parser;
 use tokenbill::store::Store;
-use tokenbill_dev::{AppState, describe, prepare, serve};
+use tokenbill_dev::{describe, local_app, prepare, serve};
 
 /// Runs Tokenbill locally: every function behind one HTTP endpoint.
 #[derive(Debug, Parser)]
@@ -25,11 +25,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!("{step}");
     }
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
-    println!("{}", describe(listener.local_addr()?));
+    let addr = listener.local_addr()?;
+    let (state, _fake_telegram) = local_app(store, format!("http://{addr}")).await?;
+    println!("{}", describe(addr));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("stopping");
     };
-    serve(listener, AppState { store }, shutdown).await?;
+    serve(listener, state, shutdown).await?;
     Ok(())
 }
