@@ -206,8 +206,9 @@ async fn start_payloads_apply_a_promo_or_record_a_referrer() {
         calls[0].params["text"].as_str().unwrap().contains("WELCOME accepted"),
         "{calls:?}"
     );
-    let ann = h.store.user(user(10)).await.unwrap().unwrap();
-    assert_eq!(ann.pending_promo.unwrap().as_str(), "WELCOME");
+    let view = h.store.user_view(user(10), vec![]).await.unwrap();
+    assert_eq!(view.pending_promo.unwrap().code.as_str(), "WELCOME");
+    assert!(view.user.is_some(), "registered in the same transaction");
 
     h.reply(&message(2, 11, "/start promo_GIFT")).await;
     assert_eq!(h.store.balance(user(11)).await.unwrap().0.available, tokens(30));
@@ -289,7 +290,7 @@ async fn operators_get_their_commands() {
 
     let shown = h.reply(&message(4, OPERATOR, "/user 10")).await;
     assert!(
-        text_of(&shown).contains("available 250") && text_of(&shown).contains("audit ok"),
+        text_of(&shown).contains("available 250") && text_of(&shown).contains("@ann"),
         "{}",
         text_of(&shown)
     );
@@ -480,4 +481,43 @@ async fn a_telegram_failure_does_not_fail_the_update() {
         (200, json!({})),
         "and not handled twice"
     );
+}
+
+/// DynamoDB requests per handled update, by screen: the figures in
+/// docs/bot.md. Every one stays within the budget of three.
+#[tokio::test]
+async fn each_update_costs_at_most_three_dynamodb_requests() {
+    let h = harness().await;
+    h.reply(&message(1, 10, "/start")).await;
+    h.reply(&message(2, OPERATOR, "/start")).await;
+    h.reply(&callback(3, 10, "buy")).await; // warms the catalog cache
+    let cases: Vec<(&str, Value)> = vec![
+        ("/start (returning user)", message(10, 10, "/start")),
+        ("/balance", message(11, 10, "/balance")),
+        ("/buy", message(12, 10, "/buy")),
+        ("/promo CODE (unknown)", message(13, 10, "/promo NOSUCH")),
+        ("/subscription", message(14, 10, "/subscription")),
+        ("/history", message(15, 10, "/history")),
+        ("/language", message(16, 10, "/language")),
+        ("/help", message(17, 10, "/help")),
+        ("/paysupport", message(18, 10, "/paysupport")),
+        ("plain text", message(19, 10, "hi")),
+        ("button: menu", callback(20, 10, "m")),
+        ("button: balance", callback(21, 10, "bal")),
+        ("button: tariff", callback(22, 10, "t:pack_100")),
+        ("button: history", callback(23, 10, "h")),
+        ("button: language", callback(24, 10, "l:en")),
+        ("stale button", callback(25, 10, "zzz")),
+        ("block", membership(26, 10, "kicked")),
+        ("duplicate delivery", message(11, 10, "/balance")),
+    ];
+    let mut report = Vec::new();
+    for (name, update) in cases {
+        let before = h.faults.requests();
+        h.post(&update).await;
+        let used = h.faults.requests() - before;
+        report.push(format!("{name}: {used}"));
+        assert!(used <= 3, "{name} used {used} DynamoDB requests");
+    }
+    println!("{}", report.join("\n"));
 }

@@ -1,14 +1,23 @@
-//! What each update does. Handlers read what their screen needs, change
-//! what the user asked for, and return the replies.
+//! What each update does, within three DynamoDB requests:
+//!
+//! 1. the claim of the update id ([`ClaimMode::Done`] for updates that only
+//!    display, [`ClaimMode::Lease`] for those that change state);
+//! 2. one consistent batch read: the user's profile, balance, subscription
+//!    and pending promo code, plus whatever the update names (the code
+//!    typed, the tariff being bought, the user an operator asks about);
+//! 3. at most one more request: a history page, today's stats, or the one
+//!    transaction that carries the update's effect together with its
+//!    done-mark (so an effect and its de-duplication commit together).
 
+use aws_sdk_dynamodb::types::TransactWriteItem;
 use teloxide_core::types::{CallbackQuery, ChatId, ChatMemberUpdated, Message, MessageId, Update, UpdateKind};
 use tokenbill::domain::invoice::{InvoiceStatus, Provider};
 use tokenbill::domain::ledger::CreditKind;
-use tokenbill::domain::pricing;
-use tokenbill::domain::promo::{PromoCodeText, PromoEffect, PromoRejection};
+use tokenbill::domain::promo::{PromoCode, PromoCodeText, PromoEffect, PromoRejection};
 use tokenbill::domain::user::{Awaiting, Language, Registration, User};
-use tokenbill::domain::{IdempotencyKey, Tokens, TxId, UserId};
-use tokenbill::store::{BalanceRequest, NewInvoice, StoreError, UserChange};
+use tokenbill::domain::{Currency, IdempotencyKey, TariffId, Tokens, TxId, UserId, pricing};
+use tokenbill::store::keys::{self, Key};
+use tokenbill::store::{BalanceRequest, ClaimMode, NewInvoice, StoreError, UserChange, UserView};
 
 use crate::callback::Callback;
 use crate::screens::{self, Screen};
@@ -17,6 +26,33 @@ use crate::{Reply, Webhook};
 
 /// Entries per history page.
 const HISTORY_PAGE: i32 = 10;
+
+/// What an update needs, decided before any I/O.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub mode: ClaimMode,
+    pub user: UserId,
+    pub extra: Vec<Key>,
+}
+
+/// The update being handled: its id, and whether its done-mark has been
+/// written yet.
+pub(crate) struct Ctx {
+    pub update_id: u32,
+    pub mode: ClaimMode,
+    pub marked: bool,
+}
+
+impl Ctx {
+    /// The done-mark to add to the update's effect transaction (once).
+    fn mark(&mut self, webhook: &Webhook) -> Result<Vec<TransactWriteItem>, StoreError> {
+        if self.mode != ClaimMode::Lease || self.marked {
+            return Ok(Vec::new());
+        }
+        self.marked = true;
+        Ok(vec![webhook.store.complete_update_item(self.update_id)?])
+    }
+}
 
 /// Where a screen goes: a new message, or the message whose button was pressed.
 #[derive(Clone, Copy)]
@@ -55,61 +91,148 @@ fn registration(from: &teloxide_core::types::User) -> Option<Registration> {
     })
 }
 
+fn promo_keys(code: &str, user: UserId) -> Vec<Key> {
+    PromoCodeText::new(code).map_or_else(
+        |_| Vec::new(),
+        |code| vec![keys::promo(&code), keys::promo_use(&code, user)],
+    )
+}
+
+/// The user as the bot sees them: stored, or as Telegram describes a
+/// newcomer (who is registered by the update's write).
+fn user_or_new(view: &UserView, registration: &Registration) -> (User, bool) {
+    match &view.user {
+        Some(user) => (user.clone(), false),
+        None => (
+            User {
+                id: registration.id,
+                username: registration.username.clone(),
+                first_name: registration.first_name.clone(),
+                last_name: registration.last_name.clone(),
+                language: registration.language,
+                first_seen: chrono::Utc::now(),
+                referrer: registration.referrer,
+                reachable: true,
+                paid_invoices: 0,
+                awaiting: None,
+            },
+            true,
+        ),
+    }
+}
+
 impl Webhook {
-    pub(crate) async fn dispatch(&self, update: Update) -> Result<Vec<Reply>, StoreError> {
-        match update.kind {
-            UpdateKind::Message(message) => self.on_message(update.id.0, message).await,
-            UpdateKind::CallbackQuery(query) => self.on_callback(query).await,
-            UpdateKind::MyChatMember(member) => self.on_membership(member).await,
-            other => {
-                // Edits, channel posts and the rest: nothing to do.
-                tracing::debug!(kind = ?std::mem::discriminant(&other), "update kind ignored");
-                Ok(Vec::new())
+    /// Decides, from the update alone, how to claim it and what to read.
+    /// `None`: nothing to do (edits, channel posts, stickers...).
+    pub(crate) fn plan(&self, update: &Update) -> Option<Plan> {
+        match &update.kind {
+            UpdateKind::Message(message) => {
+                let (from, text) = (message.from.as_ref()?, message.text()?);
+                if !message.chat.is_private() {
+                    return None;
+                }
+                let user = registration(from)?.id;
+                let Some((command, args)) = self.command(text) else {
+                    // Plain text may be a promo code the bot asked for.
+                    return Some(Plan {
+                        mode: ClaimMode::Lease,
+                        user,
+                        extra: promo_keys(text.trim(), user),
+                    });
+                };
+                let (mode, extra) = match command.as_str() {
+                    "start" => (
+                        ClaimMode::Lease,
+                        args.strip_prefix("promo_")
+                            .map_or_else(Vec::new, |c| promo_keys(c, user)),
+                    ),
+                    "promo" => (ClaimMode::Lease, promo_keys(&args, user)),
+                    "grant" => {
+                        let target = args.split_whitespace().next().and_then(|id| id.parse::<UserId>().ok());
+                        (ClaimMode::Lease, target.map(keys::profile).into_iter().collect())
+                    }
+                    "user" => {
+                        let target = args.trim().parse::<UserId>().ok();
+                        (
+                            ClaimMode::Done,
+                            target.map_or_else(Vec::new, |id| vec![keys::profile(id), keys::account(id)]),
+                        )
+                    }
+                    _ => (ClaimMode::Done, Vec::new()),
+                };
+                Some(Plan { mode, user, extra })
             }
+            UpdateKind::CallbackQuery(query) => {
+                let user = registration(&query.from)?.id;
+                let (mode, extra) = match query.data.as_deref().and_then(Callback::decode) {
+                    Some(Callback::Pay(tariff, _)) => (ClaimMode::Lease, vec![keys::tariff(&tariff)]),
+                    Some(Callback::PromoPrompt | Callback::AutoRenewSet(_) | Callback::Language(_)) => {
+                        (ClaimMode::Lease, Vec::new())
+                    }
+                    _ => (ClaimMode::Done, Vec::new()),
+                };
+                Some(Plan { mode, user, extra })
+            }
+            UpdateKind::MyChatMember(member) if member.chat.is_private() => Some(Plan {
+                mode: ClaimMode::Lease,
+                user: registration(&member.from)?.id,
+                extra: Vec::new(),
+            }),
+            _ => None,
         }
     }
 
-    /// The stored user, registering them if this is their first contact.
-    async fn user(&self, registration: &Registration) -> Result<User, StoreError> {
-        match self.store.user(registration.id).await? {
-            Some(user) => Ok(user),
+    pub(crate) async fn dispatch(&self, update: Update, plan: Plan, ctx: &mut Ctx) -> Result<Vec<Reply>, StoreError> {
+        let view = self.store.user_view(plan.user, plan.extra).await?;
+        match update.kind {
+            UpdateKind::Message(message) => self.on_message(message, &view, ctx).await,
+            UpdateKind::CallbackQuery(query) => self.on_callback(query, &view, ctx).await,
+            UpdateKind::MyChatMember(member) => self.on_membership(member, &view, ctx).await,
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// A known user, or a newcomer registered in a transaction of their own
+    /// (first contact without `/start`).
+    async fn known_user(&self, view: &UserView, registration: &Registration) -> Result<User, StoreError> {
+        match &view.user {
+            Some(user) => Ok(user.clone()),
             None => Ok(self.store.register_user(registration).await?.0),
         }
     }
 
-    async fn on_message(&self, update_id: u32, message: Message) -> Result<Vec<Reply>, StoreError> {
+    async fn on_message(&self, message: Message, view: &UserView, ctx: &mut Ctx) -> Result<Vec<Reply>, StoreError> {
         let (Some(from), Some(text)) = (message.from.as_ref(), message.text()) else {
-            return Ok(Vec::new()); // stickers, photos, service messages
-        };
-        if !message.chat.is_private() {
             return Ok(Vec::new());
-        }
+        };
         let Some(registration) = registration(from) else {
             return Ok(Vec::new());
         };
         let chat = message.chat.id;
         let target = Target::Chat(chat);
         let Some((command, args)) = self.command(text) else {
-            let user = self.user(&registration).await?;
+            let user = self.known_user(view, &registration).await?;
             if user.awaiting == Some(Awaiting::PromoCode) {
-                let reply = self.apply_promo(&user, text).await?;
+                let reply = self
+                    .apply_promo(&user, text.trim(), view, ctx, &[UserChange::Awaiting(None)])
+                    .await?;
                 return Ok(vec![target.show(screens::with_menu(user.language, reply))]);
             }
             return Ok(vec![target.show(Screen::text(texts(user.language).unknown_text))]);
         };
         if command == "start" {
-            return self.start(registration, args, target).await;
+            return self.start(registration, &args, view, ctx, target).await;
         }
-        let user = self.user(&registration).await?;
+        let user = self.known_user(view, &registration).await?;
         let language = user.language;
         let t = texts(language);
         let operator = self.config.operators.contains(&chat.0);
         let screen = match command.as_str() {
-            "balance" => self.balance_screen(&user).await?,
+            "balance" => self.balance_screen(&user, view).await?,
             "buy" => screens::catalog(language, &self.catalog().await?),
             "promo" if args.is_empty() => screens::with_menu(language, t.promo_needs_code),
-            "promo" => screens::with_menu(language, self.apply_promo(&user, &args).await?),
-            "subscription" => self.subscription_screen(&user).await?,
+            "promo" => screens::with_menu(language, self.apply_promo(&user, &args, view, ctx, &[]).await?),
+            "subscription" => self.subscription_screen(&user, view).await?,
             "history" => self.history_screen(&user, None).await?,
             "language" => screens::language_menu(language),
             "help" => screens::help(language),
@@ -118,15 +241,15 @@ impl Webhook {
                 t.paysupport.replace("{contact}", &escape(&self.config.support_contact)),
             ),
             "stats" if operator => Screen::text(self.stats().await?),
-            "user" if operator => Screen::text(self.describe_user(args).await?),
-            "grant" if operator => Screen::text(self.grant(update_id, args).await?),
+            "user" if operator => Screen::text(describe_user(&args, view)?),
+            "grant" if operator => Screen::text(self.grant(&args, view, ctx).await?),
             _ => Screen::text(t.unknown_text),
         };
         Ok(vec![target.show(screen)])
     }
 
     /// `/name args` or `/name@ThisBot args`; commands for other bots are not ours.
-    fn command(&self, text: &str) -> Option<(String, String)> {
+    pub(crate) fn command(&self, text: &str) -> Option<(String, String)> {
         let rest = text.strip_prefix('/')?;
         let (head, args) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
         let (name, addressee) = head.split_once('@').map_or((head, None), |(n, a)| (n, Some(a)));
@@ -138,65 +261,126 @@ impl Webhook {
         Some((name.to_ascii_lowercase(), args.trim().to_owned()))
     }
 
+    /// Registers (or refreshes) the user and applies a deep-link payload, in
+    /// one transaction with the update's done-mark.
     async fn start(
         &self,
         mut registration: Registration,
-        payload: String,
+        payload: &str,
+        view: &UserView,
+        ctx: &mut Ctx,
         target: Target,
     ) -> Result<Vec<Reply>, StoreError> {
-        let mut notes = Vec::new();
-        let promo = payload.strip_prefix("promo_").map(str::to_owned);
         if let Some(referrer) = payload.strip_prefix("ref_").and_then(|id| id.parse::<UserId>().ok())
             && referrer != registration.id
         {
             registration.referrer = Some(referrer);
         }
-        let (user, created) = self.store.register_user(&registration).await?;
+        let (user, new) = user_or_new(view, &registration);
         let language = user.language;
-        if created && user.referrer.is_some() {
+        let mut notes = Vec::new();
+        if new && registration.referrer.is_some() {
             notes.push(texts(language).referral_thanks.to_owned());
         }
-        if let Some(code) = promo {
-            notes.push(self.apply_promo(&user, &code).await?);
+        let mut items = vec![self.store.register_user_item(&registration, &[])?];
+        if new {
+            items.push(self.store.count_new_user_item()?);
+        }
+        match payload.strip_prefix("promo_") {
+            Some(code) => notes.push(self.apply_promo_with(&user, code, view, ctx, items, true).await?),
+            None => {
+                items.extend(ctx.mark(self)?);
+                self.store.write_all(items).await?;
+            }
         }
         let mut replies: Vec<Reply> = notes.into_iter().map(|note| target.show(Screen::text(note))).collect();
         replies.push(target.show(screens::menu(language, &user.first_name)));
         Ok(replies)
     }
 
-    /// Applies a code typed by the user and says what happened.
-    async fn apply_promo(&self, user: &User, text: &str) -> Result<String, StoreError> {
+    /// Applies a code typed by the user and says what happened; `changes`
+    /// to the profile are written with it.
+    async fn apply_promo(
+        &self,
+        user: &User,
+        text: &str,
+        view: &UserView,
+        ctx: &mut Ctx,
+        changes: &[UserChange],
+    ) -> Result<String, StoreError> {
+        let items = if changes.is_empty() {
+            Vec::new()
+        } else {
+            vec![self.store.update_user_item(user.id, changes)?]
+        };
+        let touches_profile = !changes.is_empty();
+        self.apply_promo_with(user, text, view, ctx, items, touches_profile)
+            .await
+    }
+
+    /// Applies a code, writing `items` (and the done-mark) in the same
+    /// transaction, whatever the outcome.
+    async fn apply_promo_with(
+        &self,
+        user: &User,
+        text: &str,
+        view: &UserView,
+        ctx: &mut Ctx,
+        mut items: Vec<TransactWriteItem>,
+        items_touch_profile: bool,
+    ) -> Result<String, StoreError> {
         let language = user.language;
         let t = texts(language);
-        if user.awaiting.is_some() {
-            self.store.update_user(user.id, &[UserChange::Awaiting(None)]).await?;
-        }
-        let Ok(code) = PromoCodeText::new(text) else {
-            return Ok(promo_rejection(language, PromoRejection::NotFound).to_owned());
+        let checked = match PromoCodeText::new(text) {
+            Ok(code) => {
+                let uses = view.promo_uses(&code, user.id)?;
+                self.store
+                    .evaluate_promo(user, view.promo(&code)?, uses, None)
+                    .map(|promo| (promo, uses))
+            }
+            Err(_) => Err(PromoRejection::NotFound.into()),
         };
-        let promo = match self.store.check_promo(user, &code, None).await {
-            Ok(promo) => promo,
-            Err(StoreError::Promo(rejection)) => return Ok(promo_rejection(language, rejection).to_owned()),
+        let (promo, uses) = match checked {
+            Ok(checked) => checked,
+            Err(StoreError::Promo(rejection)) => {
+                items.extend(ctx.mark(self)?);
+                self.store.write_all(items).await?;
+                return Ok(promo_rejection(language, rejection).to_owned());
+            }
             Err(err) => return Err(err),
         };
-        let shown = escape(code.as_str());
+        let shown = escape(promo.code.as_str());
+        items.extend(ctx.mark(self)?);
         if let PromoEffect::BonusTokens { tokens } = promo.effect {
-            return match self.store.activate_promo(user, &code).await {
+            return match self
+                .store
+                .activate_checked_promo(user, &promo, uses, items, items_touch_profile)
+                .await
+            {
                 Ok(_) => Ok(t
                     .promo_bonus
                     .replace("{code}", &shown)
                     .replace("{tokens}", &tokens.to_string())),
-                Err(StoreError::Promo(rejection)) => Ok(promo_rejection(language, rejection).to_owned()),
+                Err(StoreError::Promo(rejection)) => {
+                    ctx.marked = false;
+                    let mark = ctx.mark(self)?;
+                    self.store.write_all(mark).await?;
+                    Ok(promo_rejection(language, rejection).to_owned())
+                }
                 Err(err) => Err(err),
             };
         }
-        self.store
-            .update_user(user.id, &[UserChange::PendingPromo(Some(code))])
-            .await?;
+        items.push(self.store.pending_promo_item(user.id, Some(&promo))?);
+        self.store.write_all(items).await?;
         Ok(t.promo_saved.replace("{code}", &shown))
     }
 
-    async fn on_callback(&self, query: CallbackQuery) -> Result<Vec<Reply>, StoreError> {
+    async fn on_callback(
+        &self,
+        query: CallbackQuery,
+        view: &UserView,
+        ctx: &mut Ctx,
+    ) -> Result<Vec<Reply>, StoreError> {
         let answer = |text: Option<&str>| Reply::Answer {
             id: query.id.clone(),
             text: text.map(str::to_owned),
@@ -207,12 +391,12 @@ impl Webhook {
         let callback = query.data.as_deref().and_then(Callback::decode);
         let message = query.message.as_ref().map(|m| (m.chat().id, m.id()));
         let (Some(callback), Some((chat, message))) = (callback, message) else {
-            let language = Language::from_telegram(query.from.language_code.as_deref());
+            let language = view.user.as_ref().map_or(registration.language, |u| u.language);
             return Ok(vec![answer(Some(texts(language).stale_button))]);
         };
-        let user = self.user(&registration).await?;
+        let user = self.known_user(view, &registration).await?;
         let target = Target::Message(chat, message);
-        let (screen, note) = self.callback_screen(&user, callback).await?;
+        let (screen, note) = self.callback_screen(&user, callback, view, ctx).await?;
         Ok(match screen {
             Some(screen) => vec![target.show(screen), answer(note.as_deref())],
             None => vec![answer(note.as_deref())],
@@ -224,44 +408,64 @@ impl Webhook {
         &self,
         user: &User,
         callback: Callback,
+        view: &UserView,
+        ctx: &mut Ctx,
     ) -> Result<(Option<Screen>, Option<String>), StoreError> {
         let language = user.language;
         let t = texts(language);
         let screen = match callback {
             Callback::Menu => screens::menu(language, &user.first_name),
-            Callback::Balance => self.balance_screen(user).await?,
+            Callback::Balance => self.balance_screen(user, view).await?,
             Callback::Buy => screens::catalog(language, &self.catalog().await?),
-            Callback::Tariff(id) => match self.tariff_screen(user, &id).await? {
+            Callback::Tariff(id) => match self.tariff_screen(user, &id, view).await? {
                 Some(screen) => screen,
                 None => return Ok((None, Some(t.tariff_gone.to_owned()))),
             },
-            Callback::Pay(id, provider) => return self.pay(user, id, provider).await,
+            Callback::Pay(id, provider) => return self.pay(user, id, provider, view, ctx).await,
             Callback::PromoPrompt => {
-                self.store
-                    .update_user(user.id, &[UserChange::Awaiting(Some(Awaiting::PromoCode))])
-                    .await?;
+                let mut items = vec![
+                    self.store
+                        .update_user_item(user.id, &[UserChange::Awaiting(Some(Awaiting::PromoCode))])?,
+                ];
+                items.extend(ctx.mark(self)?);
+                self.store.write_all(items).await?;
                 screens::with_menu(language, t.promo_prompt)
             }
             Callback::History(cursor) => {
                 let after = cursor.and_then(|hex| format!("{}.{hex}", user.id).parse::<TxId>().ok());
                 self.history_screen(user, after).await?
             }
-            Callback::Subscription => self.subscription_screen(user).await?,
+            Callback::Subscription => self.subscription_screen(user, view).await?,
             Callback::AutoRenewAsk(on) => screens::confirm_auto_renew(language, on),
-            Callback::AutoRenewSet(on) => match self.store.set_auto_renew(user.id, on).await {
-                Ok(_) => {
-                    let screen = self.subscription_screen(user).await?;
-                    return Ok((
-                        Some(screen),
-                        Some((if on { t.auto_renew_now_on } else { t.auto_renew_now_off }).to_owned()),
-                    ));
-                }
-                Err(StoreError::NotFound { .. }) => self.subscription_screen(user).await?,
-                Err(err) => return Err(err),
-            },
+            Callback::AutoRenewSet(on) => {
+                let mut items = vec![self.store.set_auto_renew_item(user.id, on)?];
+                items.extend(ctx.mark(self)?);
+                let mut subscription = view.subscription.clone();
+                let note = match self.store.write_all(items).await {
+                    Ok(()) => {
+                        if let Some(sub) = subscription.as_mut() {
+                            sub.auto_renew = on;
+                        }
+                        Some((if on { t.auto_renew_now_on } else { t.auto_renew_now_off }).to_owned())
+                    }
+                    // No subscription (any more): nothing to switch.
+                    Err(StoreError::ExtraConditionFailed { .. }) => {
+                        ctx.marked = false;
+                        None
+                    }
+                    Err(err) => return Err(err),
+                };
+                let title = self.subscription_title(subscription.as_ref()).await?;
+                return Ok((
+                    Some(screens::subscription(language, subscription.as_ref(), title.as_deref())),
+                    note,
+                ));
+            }
             Callback::LanguageMenu => screens::language_menu(language),
             Callback::Language(chosen) => {
-                let user = self.store.update_user(user.id, &[UserChange::Language(chosen)]).await?;
+                let mut items = vec![self.store.update_user_item(user.id, &[UserChange::Language(chosen)])?];
+                items.extend(ctx.mark(self)?);
+                self.store.write_all(items).await?;
                 return Ok((
                     Some(screens::menu(chosen, &user.first_name)),
                     Some(texts(chosen).language_set.to_owned()),
@@ -272,24 +476,21 @@ impl Webhook {
         Ok((Some(screen), None))
     }
 
-    async fn balance_screen(&self, user: &User) -> Result<Screen, StoreError> {
-        let (balance, _) = self.store.balance(user.id).await?;
-        let subscription = self.store.subscription(user.id).await?;
-        let title = self.subscription_title(subscription.as_ref()).await?;
+    async fn balance_screen(&self, user: &User, view: &UserView) -> Result<Screen, StoreError> {
+        let title = self.subscription_title(view.subscription.as_ref()).await?;
         Ok(screens::balance(
             user.language,
-            &balance,
-            subscription.as_ref(),
+            &view.balance,
+            view.subscription.as_ref(),
             title.as_deref(),
         ))
     }
 
-    async fn subscription_screen(&self, user: &User) -> Result<Screen, StoreError> {
-        let subscription = self.store.subscription(user.id).await?;
-        let title = self.subscription_title(subscription.as_ref()).await?;
+    async fn subscription_screen(&self, user: &User, view: &UserView) -> Result<Screen, StoreError> {
+        let title = self.subscription_title(view.subscription.as_ref()).await?;
         Ok(screens::subscription(
             user.language,
-            subscription.as_ref(),
+            view.subscription.as_ref(),
             title.as_deref(),
         ))
     }
@@ -315,57 +516,93 @@ impl Webhook {
         Ok(screens::history(user.language, &page.entries, after.is_none(), older))
     }
 
+    /// The user's pending code, if it applies to this purchase.
+    fn applicable_promo(
+        &self,
+        user: &User,
+        view: &UserView,
+        tariff: &tokenbill::domain::tariff::Tariff,
+    ) -> Option<PromoCode> {
+        let promo = view.pending_promo.clone()?;
+        self.store
+            .evaluate_promo(user, Some(promo), 0, Some((tariff, Currency::Rub)))
+            .ok()
+    }
+
     /// The confirmation screen, priced from the catalog for every enabled
     /// provider, with the user's pending promo code when it applies.
-    async fn tariff_screen(&self, user: &User, id: &tokenbill::domain::TariffId) -> Result<Option<Screen>, StoreError> {
+    async fn tariff_screen(&self, user: &User, id: &TariffId, view: &UserView) -> Result<Option<Screen>, StoreError> {
         let Some(tariff) = self.catalog().await?.into_iter().find(|t| &t.id == id) else {
             return Ok(None);
         };
-        let mut promo = None;
-        if let Some(code) = &user.pending_promo {
-            promo = match self
-                .store
-                .check_promo(user, code, Some((&tariff, tokenbill::domain::Currency::Rub)))
-                .await
-            {
-                Ok(promo) => Some(promo),
-                Err(StoreError::Promo(_)) => None,
-                Err(err) => return Err(err),
-            };
-        }
-        let mut quotes = Vec::new();
-        for provider in &self.config.providers {
-            if let Ok(quote) = pricing::quote(&tariff, provider.currency(), promo.as_ref()) {
-                quotes.push((*provider, quote));
-            }
-        }
+        let promo = self.applicable_promo(user, view, &tariff);
+        let quotes: Vec<_> = self
+            .config
+            .providers
+            .iter()
+            .filter_map(|provider| {
+                pricing::quote(&tariff, provider.currency(), promo.as_ref())
+                    .ok()
+                    .map(|q| (*provider, q))
+            })
+            .collect();
         let code = promo.as_ref().map(|p| p.code.as_str().to_owned());
         Ok(Some(screens::tariff(user.language, &tariff, &quotes, code.as_deref())))
     }
 
+    /// Creates the invoice (priced from the stored tariff, read in this
+    /// update's batch) and, in the same transaction, consumes the pending
+    /// code and marks the update done.
     async fn pay(
         &self,
         user: &User,
-        tariff_id: tokenbill::domain::TariffId,
+        tariff_id: TariffId,
         provider: Provider,
+        view: &UserView,
+        ctx: &mut Ctx,
     ) -> Result<(Option<Screen>, Option<String>), StoreError> {
         let language = user.language;
         let t = texts(language);
         if !self.config.providers.contains(&provider) {
             return Ok((None, Some(t.provider_unavailable.to_owned())));
         }
+        let pending = view.pending_promo.clone();
         let order = NewInvoice {
             user: user.id,
             tariff_id,
             provider,
-            promo: user.pending_promo.clone(),
+            promo: pending.as_ref().map(|p| p.code.clone()),
         };
-        let invoice = match self.store.create_invoice(order, self.config.invoice_ttl).await {
+        let promo = pending.map(|promo| (Some(promo), 0));
+        let forget_code = || -> Result<Vec<TransactWriteItem>, StoreError> {
+            Ok(if view.pending_promo.is_some() {
+                vec![self.store.pending_promo_item(user.id, None)?]
+            } else {
+                Vec::new()
+            })
+        };
+        let outcome = match self.store.draft_invoice(
+            user,
+            &order,
+            view.tariff(&order.tariff_id)?,
+            promo,
+            self.config.invoice_ttl,
+        ) {
+            Ok(draft) => {
+                let mut extra = forget_code()?;
+                extra.extend(ctx.mark(self)?);
+                self.store.commit_invoice(draft, extra).await
+            }
+            Err(err) => Err(err),
+        };
+        let invoice = match outcome {
             Ok(invoice) => invoice,
             Err(StoreError::Promo(rejection)) => {
-                self.store
-                    .update_user(user.id, &[UserChange::PendingPromo(None)])
-                    .await?;
+                // The code no longer applies: forget it, say why.
+                ctx.marked = false;
+                let mut items = forget_code()?;
+                items.extend(ctx.mark(self)?);
+                self.store.write_all(items).await?;
                 return Ok((
                     Some(screens::with_menu(language, promo_rejection(language, rejection))),
                     None,
@@ -374,51 +611,43 @@ impl Webhook {
             Err(StoreError::NotFound { .. }) => return Ok((None, Some(t.tariff_gone.to_owned()))),
             Err(err) => return Err(err),
         };
-        if user.pending_promo.is_some() {
-            // The code now belongs to this invoice.
-            self.store
-                .update_user(user.id, &[UserChange::PendingPromo(None)])
-                .await?;
-        }
         if invoice.status == InvoiceStatus::Paid {
             let tokens = invoice.tokens.get() + invoice.bonus_tokens.get();
-            return Ok((
-                Some(screens::with_menu(
-                    language,
-                    t.free_purchase_done.replace("{tokens}", &tokens.to_string()),
-                )),
-                None,
-            ));
+            let text = t.free_purchase_done.replace("{tokens}", &tokens.to_string());
+            return Ok((Some(screens::with_menu(language, text)), None));
         }
         let url = match provider {
-            Provider::Mock => format!(
-                "{}/payments/mock/checkout/{}",
-                self.config.public_base_url.trim_end_matches('/'),
-                invoice.id
-            )
-            .parse::<url::Url>()
-            .ok(),
+            Provider::Mock => {
+                let base = self.config.public_base_url.trim_end_matches('/');
+                format!("{base}/payments/mock/checkout/{}", invoice.id)
+                    .parse::<url::Url>()
+                    .ok()
+            }
             _ => None,
         };
         Ok((Some(screens::invoice(language, &invoice, url)), None))
     }
 
-    async fn on_membership(&self, member: ChatMemberUpdated) -> Result<Vec<Reply>, StoreError> {
-        if !member.chat.is_private() {
-            return Ok(Vec::new());
+    async fn on_membership(
+        &self,
+        member: ChatMemberUpdated,
+        view: &UserView,
+        ctx: &mut Ctx,
+    ) -> Result<Vec<Reply>, StoreError> {
+        if view.user.is_none() {
+            return Ok(Vec::new()); // never met: nothing to record
         }
         let Some(registration) = registration(&member.from) else {
             return Ok(Vec::new());
         };
         let reachable = !member.new_chat_member.is_banned() && !member.new_chat_member.is_left();
-        match self
-            .store
-            .update_user(registration.id, &[UserChange::Reachable(reachable)])
-            .await
-        {
-            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(Vec::new()),
-            Err(err) => Err(err),
-        }
+        let mut items = vec![
+            self.store
+                .update_user_item(registration.id, &[UserChange::Reachable(reachable)])?,
+        ];
+        items.extend(ctx.mark(self)?);
+        self.store.write_all(items).await?;
+        Ok(Vec::new())
     }
 
     async fn stats(&self) -> Result<String, StoreError> {
@@ -433,31 +662,8 @@ impl Webhook {
         ))
     }
 
-    async fn describe_user(&self, args: String) -> Result<String, StoreError> {
-        let Ok(id) = args.trim().parse::<UserId>() else {
-            return Ok("usage: /user ID".into());
-        };
-        let Some(user) = self.store.user(id).await? else {
-            return Ok(format!("user {id} not found"));
-        };
-        let report = self.store.audit(id).await?;
-        Ok(format!(
-            "<b>{}</b> @{} ({})\nlanguage {}, reachable {}, paid invoices {}\navailable {}, held {}\nledger: {} entries, audit {}",
-            escape(&user.first_name),
-            escape(user.username.as_deref().unwrap_or("-")),
-            user.id,
-            user.language.code(),
-            user.reachable,
-            user.paid_invoices,
-            report.account.available,
-            report.account.held,
-            report.entries,
-            if report.is_ok() { "ok" } else { "FAILED" }
-        ))
-    }
-
     /// `/grant ID N reason`, keyed by the update so a redelivery grants once.
-    async fn grant(&self, update_id: u32, args: String) -> Result<String, StoreError> {
+    async fn grant(&self, args: &str, view: &UserView, ctx: &mut Ctx) -> Result<String, StoreError> {
         let usage = "usage: /grant ID TOKENS reason";
         let mut parts = args.splitn(3, char::is_whitespace);
         let (Some(id), Some(amount), Some(reason)) = (parts.next(), parts.next(), parts.next()) else {
@@ -469,14 +675,35 @@ impl Webhook {
         ) else {
             return Ok(usage.into());
         };
-        if self.store.user(id).await?.is_none() {
+        if view.other_user(id)?.is_none() {
             return Ok(format!("user {id} not found"));
         }
-        let key = IdempotencyKey::new(format!("telegram-grant:{update_id}"))?;
-        let applied = self
-            .store
-            .apply(BalanceRequest::credit(id, CreditKind::Grant, tokens, key).description(reason.trim()))
-            .await?;
+        let key = IdempotencyKey::new(format!("telegram-grant:{}", ctx.update_id))?;
+        let mut request = BalanceRequest::credit(id, CreditKind::Grant, tokens, key).description(reason.trim());
+        request.extra = ctx.mark(self)?;
+        let applied = self.store.apply(request).await?;
         Ok(format!("granted {tokens} tokens to {id} ({})", applied.receipt.tx_id))
     }
+}
+
+/// `/user ID` from the batch read: profile and balance.
+fn describe_user(args: &str, view: &UserView) -> Result<String, StoreError> {
+    let Ok(id) = args.trim().parse::<UserId>() else {
+        return Ok("usage: /user ID".into());
+    };
+    let Some(user) = view.other_user(id)? else {
+        return Ok(format!("user {id} not found"));
+    };
+    let balance = view.balance_of(id)?;
+    Ok(format!(
+        "<b>{}</b> @{} ({})\nlanguage {}, reachable {}, paid invoices {}\navailable {}, held {}",
+        escape(&user.first_name),
+        escape(user.username.as_deref().unwrap_or("-")),
+        user.id,
+        user.language.code(),
+        user.reachable,
+        user.paid_invoices,
+        balance.available,
+        balance.held
+    ))
 }

@@ -20,7 +20,7 @@ use teloxide_core::requests::{HasPayload, Payload};
 use teloxide_core::types::{CallbackQueryId, ChatId, InlineKeyboardMarkup, MessageId, ParseMode, Update};
 use tokenbill::domain::invoice::Provider;
 use tokenbill::domain::tariff::Tariff;
-use tokenbill::store::{Claim, Store, StoreError};
+use tokenbill::store::{Claim, ClaimMode, Store, StoreError};
 use tokio::sync::Mutex;
 
 pub use callback::Callback;
@@ -204,7 +204,12 @@ impl Webhook {
             return respond(StatusCode::OK, json!({}));
         }
         let update_id = update.id.0;
-        match self.store.claim_update(update_id).await {
+        let Some(plan) = self.plan(&update) else {
+            // Edits, channel posts, stickers...: nothing to do, nothing to remember.
+            return respond(StatusCode::OK, json!({}));
+        };
+        let mode = plan.mode;
+        match self.store.claim_update(update_id, mode).await {
             Ok(Claim::Acquired) => {}
             Ok(Claim::Done) => return respond(StatusCode::OK, json!({})),
             Ok(Claim::InProgress) => {
@@ -214,11 +219,19 @@ impl Webhook {
             }
             Err(err) => return self.failed(update_id, err, false).await,
         }
-        let mut replies = match self.dispatch(update).await {
+        let mut ctx = flow::Ctx {
+            update_id,
+            mode,
+            marked: false,
+        };
+        let mut replies = match self.dispatch(update, plan, &mut ctx).await {
             Ok(replies) => replies,
             Err(err) => return self.failed(update_id, err, true).await,
         };
-        if let Err(err) = self.store.complete_update(update_id).await {
+        if mode == ClaimMode::Lease
+            && !ctx.marked
+            && let Err(err) = self.store.complete_update(update_id).await
+        {
             return self.failed(update_id, err, true).await;
         }
         let last = replies.pop();

@@ -68,9 +68,6 @@ pub struct User {
     /// Paid invoices so far (first-purchase-only promo codes look at it).
     #[serde(default)]
     pub paid_invoices: u64,
-    /// A discount code the user entered, applied to their next purchase.
-    #[serde(default)]
-    pub pending_promo: Option<super::promo::PromoCodeText>,
     #[serde(default)]
     pub awaiting: Option<Awaiting>,
 }

@@ -30,6 +30,14 @@ pub struct NewInvoice {
     pub promo: Option<PromoCodeText>,
 }
 
+/// A priced invoice and the items that would store it.
+#[derive(Debug, Clone)]
+pub struct InvoiceDraft {
+    pub invoice: Invoice,
+    items: Vec<TransactWriteItem>,
+    slots: Option<super::promos::RedemptionSlots>,
+}
+
 /// The outcome of a confirmed payment.
 #[derive(Debug, Clone)]
 pub struct Payment {
@@ -45,16 +53,42 @@ impl Store {
     /// to pay (a full discount) is completed at once, without a provider.
     pub async fn create_invoice(&self, new: NewInvoice, ttl: Duration) -> Result<Invoice, StoreError> {
         let user = self.existing_user(new.user).await?;
-        let tariff = self
-            .tariff(&new.tariff_id)
-            .await?
+        let tariff = self.tariff(&new.tariff_id).await?;
+        let promo = match &new.promo {
+            Some(code) => {
+                let promo = self.promo(code).await?;
+                let uses = if promo.is_some() {
+                    self.promo_uses(code, user.id).await?
+                } else {
+                    0
+                };
+                Some((promo, uses))
+            }
+            None => None,
+        };
+        let draft = self.draft_invoice(&user, &new, tariff, promo, ttl)?;
+        self.commit_invoice(draft, Vec::new()).await
+    }
+
+    /// Prices an invoice from data already read: the user, the tariff as
+    /// stored (prices only ever come from there) and, when a code is given,
+    /// the code and the user's uses of it. Nothing is written.
+    pub fn draft_invoice(
+        &self,
+        user: &crate::domain::user::User,
+        new: &NewInvoice,
+        tariff: Option<crate::domain::tariff::Tariff>,
+        promo: Option<(Option<crate::domain::promo::PromoCode>, u64)>,
+        ttl: Duration,
+    ) -> Result<InvoiceDraft, StoreError> {
+        let tariff = tariff
             .filter(|tariff| tariff.active)
             .ok_or_else(|| StoreError::NotFound {
                 what: format!("tariff {}", new.tariff_id),
             })?;
         let currency = new.provider.currency();
-        let promo = match &new.promo {
-            Some(code) => Some(self.check_promo(&user, code, Some((&tariff, currency))).await?),
+        let promo = match promo {
+            Some((promo, uses)) => Some(self.evaluate_promo(user, promo, uses, Some((&tariff, currency)))?),
             None => None,
         };
         let quote = pricing::quote(&tariff, currency, promo.as_ref())?;
@@ -79,15 +113,75 @@ impl Store {
             paid_at: None,
             provider_ref: None,
         };
+        // Nothing to pay: the invoice is created paid, in the same
+        // transaction that credits its tokens.
+        let free = quote.is_free();
+        let mut invoice = invoice;
+        if free {
+            invoice.apply(InvoiceEvent::PaymentConfirmed, now)?;
+            invoice.promo_reserved = false;
+        }
         let mut items = vec![self.put_invoice(&invoice, None)?];
         let slots = match &promo {
             Some(promo) => {
-                let (redemption, slots) = self.take_redemption(promo, user.id, false, true)?;
+                let (redemption, slots) = self.take_redemption(promo, user.id, free, true, !free)?;
                 items.extend(redemption);
                 Some(slots)
             }
             None => None,
         };
+        if free {
+            let first_purchase_only = promo.as_ref().is_some_and(|p| p.first_purchase_only);
+            items.push(self.count_paid_invoice(user.id, first_purchase_only)?);
+            items.push(self.count_paid_invoice_today()?);
+        }
+        Ok(InvoiceDraft { invoice, items, slots })
+    }
+
+    /// Writes a drafted invoice and its promo reservation, with `extra`
+    /// items in the same transaction. A free invoice is then completed.
+    pub async fn commit_invoice(
+        &self,
+        draft: InvoiceDraft,
+        extra: Vec<TransactWriteItem>,
+    ) -> Result<Invoice, StoreError> {
+        let InvoiceDraft {
+            invoice,
+            mut items,
+            slots,
+        } = draft;
+        let redemption_items = slots.map_or(0, |slots| slots.first_purchase.map_or(2, |_| 3));
+        if invoice.status == InvoiceStatus::Paid {
+            let key = IdempotencyKey::new(format!("invoice:{}", invoice.id))?;
+            let mut request = BalanceRequest::credit(
+                invoice.user,
+                CreditKind::Purchase,
+                invoice.tokens.checked_add(invoice.bonus_tokens)?,
+                key,
+            )
+            .reference(format!("invoice:{}", invoice.id))
+            .description(invoice.title.en.clone());
+            items.extend(extra);
+            request.extra = items;
+            return match self.apply(request).await {
+                Ok(_) => Ok(invoice),
+                Err(StoreError::ExtraConditionFailed { index, item }) => {
+                    let rejection = match (slots, index) {
+                        (Some(slots), index) if (1..=redemption_items).contains(&index) => {
+                            slots.rejection(index - 1, item.map(|i| *i))?
+                        }
+                        // The paid-invoice counter refused: not a first purchase.
+                        (Some(_), index) if index == 1 + redemption_items => {
+                            Some(crate::domain::promo::PromoRejection::FirstPurchaseOnly)
+                        }
+                        _ => None,
+                    };
+                    Err(rejection.map_or(StoreError::ExtraConditionFailed { index, item: None }, StoreError::from))
+                }
+                Err(err) => Err(err),
+            };
+        }
+        items.extend(extra);
         if let Err(cancelled) = self.transact(items).await? {
             if let Some(rejection) = slots
                 .map(|slots| slots.rejection_in(&cancelled, 1))
@@ -100,9 +194,6 @@ impl Store {
                 format!("invoice {}", invoice.id),
                 "new invoice id already taken",
             ));
-        }
-        if quote.is_free() {
-            return Ok(self.pay_invoice(&invoice.id, None).await?.invoice);
         }
         Ok(invoice)
     }
@@ -145,7 +236,7 @@ impl Store {
                 paid.provider_ref = provider_ref.clone().or(invoice.provider_ref.clone());
                 paid.promo_reserved = false;
                 request = request.with_item(self.put_invoice(&paid, Some(invoice.status))?);
-                request = request.with_item(self.count_paid_invoice(invoice.user)?);
+                request = request.with_item(self.count_paid_invoice(invoice.user, false)?);
                 request = request.with_item(self.count_paid_invoice_today()?);
                 if let Some(code) = &invoice.promo_code {
                     if invoice.promo_reserved {
@@ -160,7 +251,7 @@ impl Store {
                             .ok_or(crate::domain::promo::PromoRejection::NotFound)?;
                         request
                             .extra
-                            .extend(self.take_redemption(&promo, invoice.user, true, false)?.0);
+                            .extend(self.take_redemption(&promo, invoice.user, true, false, false)?.0);
                     }
                 }
             }
@@ -331,17 +422,24 @@ impl Store {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    fn count_paid_invoice(&self, user: UserId) -> Result<TransactWriteItem, StoreError> {
+    /// Counts a paid invoice on the profile; with `first_purchase`, only if
+    /// it is the user's first.
+    fn count_paid_invoice(&self, user: UserId, first_purchase: bool) -> Result<TransactWriteItem, StoreError> {
         let update = Update::builder()
             .table_name(self.table())
             .set_key(Some(keys::profile(user).to_item()))
             .update_expression("ADD #paid :one")
-            .condition_expression("attribute_exists(#pk)")
             .expression_attribute_names("#paid", "paid_invoices")
             .expression_attribute_names("#pk", keys::PK)
-            .expression_attribute_values(":one", n(1))
-            .build()
-            .map_err(|e| StoreError::corrupt("profile update", e))?;
+            .expression_attribute_values(":one", n(1));
+        let update = if first_purchase {
+            update
+                .condition_expression("attribute_exists(#pk) AND (attribute_not_exists(#paid) OR #paid = :zero)")
+                .expression_attribute_values(":zero", n(0))
+        } else {
+            update.condition_expression("attribute_exists(#pk)")
+        };
+        let update = update.build().map_err(|e| StoreError::corrupt("profile update", e))?;
         Ok(TransactWriteItem::builder().update(update).build())
     }
 }

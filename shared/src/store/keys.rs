@@ -14,6 +14,7 @@
 //! | promo use by a user  | `PROMO#<CODE>`   | `USER#<id>`           |
 //! | counter              | `COUNTER#<name>` | `COUNTER`             |
 //! | subscription         | `USER#<id>`      | `SUBSCRIPTION`        |
+//! | code for next purchase | `USER#<id>`    | `PENDING_PROMO`       |
 //! | Telegram update seen | `TGUPDATE#<id>`  | `UPDATE`              |
 //! | stats: all time      | `STATS#TOTAL`    | `TOTAL`               |
 //! | stats: one day       | `STATS#<date>`   | `DAY`, `SHARD#<nn>`   |
@@ -137,6 +138,11 @@ pub fn counter(name: &str) -> Key {
 
 pub fn telegram_update(update_id: u32) -> Key {
     Key::new(format!("TGUPDATE#{update_id}"), "UPDATE")
+}
+
+/// The promo code a user entered for their next purchase.
+pub fn pending_promo(user: UserId) -> Key {
+    Key::new(user_pk(user), "PENDING_PROMO")
 }
 
 pub fn subscription(user: UserId) -> Key {

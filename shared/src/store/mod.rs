@@ -14,6 +14,7 @@ mod tariffs;
 mod transact;
 mod updates;
 mod users;
+mod views;
 
 use std::sync::Arc;
 
@@ -21,11 +22,12 @@ use aws_sdk_dynamodb::Client;
 
 pub use balance::{Applied, BalanceRequest, Receipt};
 pub use error::StoreError;
-pub use invoices::{DEFAULT_INVOICE_TTL, NewInvoice, Payment};
+pub use invoices::{DEFAULT_INVOICE_TTL, InvoiceDraft, NewInvoice, Payment};
 pub use ledger::LedgerPage;
 pub use stats::DailyStats;
-pub use updates::{Claim, UPDATE_LEASE};
+pub use updates::{Claim, ClaimMode, UPDATE_LEASE};
 pub use users::UserChange;
+pub use views::UserView;
 
 use crate::clock::{Clock, SystemClock};
 

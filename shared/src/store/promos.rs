@@ -186,13 +186,30 @@ impl Store {
         code: &PromoCodeText,
         purchase: Option<(&Tariff, Currency)>,
     ) -> Result<PromoCode, StoreError> {
-        let promo = self.promo(code).await?.ok_or(PromoRejection::NotFound)?;
+        let promo = self.promo(code).await?;
+        let uses = match &promo {
+            Some(_) => self.promo_uses(code, user.id).await?,
+            None => 0,
+        };
+        self.evaluate_promo(user, promo, uses, purchase)
+    }
+
+    /// [`Store::check_promo`] on data already read (the code and how often
+    /// the user has used it).
+    pub fn evaluate_promo(
+        &self,
+        user: &User,
+        promo: Option<PromoCode>,
+        uses: u64,
+        purchase: Option<(&Tariff, Currency)>,
+    ) -> Result<PromoCode, StoreError> {
+        let promo = promo.ok_or(PromoRejection::NotFound)?;
         let price = purchase.and_then(|(tariff, currency)| tariff.price(currency));
         promo.check_static(self.now(), purchase.map(|(tariff, _)| &tariff.id), price.as_ref())?;
         if promo.first_purchase_only && user.paid_invoices > 0 {
             return Err(PromoRejection::FirstPurchaseOnly.into());
         }
-        if self.promo_uses(code, user.id).await? >= u64::from(promo.per_user_limit) {
+        if uses >= u64::from(promo.per_user_limit) {
             return Err(PromoRejection::AlreadyUsed.into());
         }
         Ok(promo)
@@ -202,19 +219,35 @@ impl Store {
     /// transaction. Other kinds of code apply to a purchase instead.
     pub async fn activate_promo(&self, user: &User, code: &PromoCodeText) -> Result<Applied, StoreError> {
         let promo = self.check_promo(user, code, None).await?;
+        let uses = self.promo_uses(code, user.id).await?;
+        self.activate_checked_promo(user, &promo, uses, Vec::new(), false).await
+    }
+
+    /// Activates a code already checked, with `uses` the user's earlier uses
+    /// as read; `extra` items join the transaction.
+    pub async fn activate_checked_promo(
+        &self,
+        user: &User,
+        promo: &PromoCode,
+        uses: u64,
+        extra: Vec<TransactWriteItem>,
+        extra_touches_profile: bool,
+    ) -> Result<Applied, StoreError> {
         let PromoEffect::BonusTokens { tokens } = promo.effect else {
             return Err(crate::domain::DomainError::invalid("promo code", "this code applies to a purchase").into());
         };
+        let code = &promo.code;
         // One key per use, so a per-user limit above one grants each use once.
-        let uses = self.promo_uses(code, user.id).await?;
         let key = IdempotencyKey::new(format!("promo:{}:{}", code.as_str(), uses + 1))?;
-        let (items, slots) = self.take_redemption(&promo, user.id, true, true)?;
+        // A user registered in this same transaction has bought nothing, and
+        // one transaction may not touch the profile twice.
+        let registering = extra_touches_profile;
+        let (items, slots) = self.take_redemption(promo, user.id, true, true, !registering)?;
         let mut request = BalanceRequest::credit(user.id, CreditKind::Bonus, tokens, key)
             .reference(format!("promo:{}", code.as_str()))
             .description(format!("promo code {}", code.as_str()));
-        for item in items {
-            request = request.with_item(item);
-        }
+        request.extra = items;
+        request.extra.extend(extra);
         match self.apply(request).await {
             Err(StoreError::ExtraConditionFailed { index, item }) => match slots.rejection(index, item.map(|i| *i))? {
                 Some(rejection) => Err(rejection.into()),
@@ -232,6 +265,7 @@ impl Store {
         user: UserId,
         consume: bool,
         enforce_limits: bool,
+        check_first_purchase: bool,
     ) -> Result<(Vec<TransactWriteItem>, RedemptionSlots), StoreError> {
         let mut code_update = Update::builder()
             .table_name(self.table())
@@ -284,7 +318,7 @@ impl Store {
             user_uses: 1,
             first_purchase: None,
         };
-        if enforce_limits && promo.first_purchase_only {
+        if enforce_limits && check_first_purchase && promo.first_purchase_only {
             let check = ConditionCheck::builder()
                 .table_name(self.table())
                 .set_key(Some(keys::profile(user).to_item()))

@@ -65,6 +65,11 @@ impl Store {
         add(self, keys::stats_day(self.now().date_naive()), "paid_invoices", 1)
     }
 
+    /// Counts a new user, as one item of a larger transaction.
+    pub fn count_new_user_item(&self) -> Result<TransactWriteItem, StoreError> {
+        add(self, keys::stats_total(), "users", 1)
+    }
+
     pub(crate) async fn count_new_user(&self) -> Result<(), StoreError> {
         self.client
             .update_item()

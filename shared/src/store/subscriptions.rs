@@ -1,7 +1,7 @@
 //! Subscriptions as stored: one per user. (Renewal flows come with the
 //! renewal sweep.)
 
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem, Update};
 
 use super::item::parse;
 use super::keys;
@@ -20,6 +20,22 @@ impl Store {
             .await
             .map_err(|e| StoreError::from_sdk("GetItem", e))?;
         output.item.map(|item| parse("subscription", item)).transpose()
+    }
+
+    /// Turning auto-renewal on or off, as one item of a larger transaction
+    /// (the subscription must exist).
+    pub fn set_auto_renew_item(&self, user: UserId, auto_renew: bool) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(self.table())
+            .set_key(Some(keys::subscription(user).to_item()))
+            .update_expression("SET #auto = :auto")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#auto", "auto_renew")
+            .expression_attribute_names("#pk", keys::PK)
+            .expression_attribute_values(":auto", AttributeValue::Bool(auto_renew))
+            .build()
+            .map_err(|e| StoreError::corrupt("subscription update", e))?;
+        Ok(TransactWriteItem::builder().update(update).build())
     }
 
     /// Turns auto-renewal on or off.

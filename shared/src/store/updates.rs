@@ -4,7 +4,7 @@
 //! handler never blocks the redelivery for long), marked done after, and
 //! released when handling fails, so Telegram's retry is never blocked.
 
-use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+use aws_sdk_dynamodb::types::{ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
 use chrono::Duration;
 
 use super::item::{n, s};
@@ -17,6 +17,18 @@ pub const UPDATE_LEASE: Duration = Duration::seconds(60);
 /// redelivery well before).
 pub const UPDATE_MEMORY: Duration = Duration::days(7);
 
+/// How an update is claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimMode {
+    /// For updates that change state: leased while handled, marked done in
+    /// the same transaction as their effect (or after, when they had none).
+    Lease,
+    /// For updates that only display: done at once. Should the handler
+    /// crash, the display is lost and the user asks again; a retryable
+    /// failure still releases the claim.
+    Done,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
     /// This call handles the update.
@@ -28,7 +40,7 @@ pub enum Claim {
 }
 
 impl Store {
-    pub async fn claim_update(&self, update_id: u32) -> Result<Claim, StoreError> {
+    pub async fn claim_update(&self, update_id: u32, mode: ClaimMode) -> Result<Claim, StoreError> {
         let now = self.now();
         let result = self
             .client
@@ -37,7 +49,14 @@ impl Store {
             .set_item(Some({
                 let mut item = keys::telegram_update(update_id).to_item();
                 item.insert(keys::ENTITY.into(), s("telegram_update"));
-                item.insert("status".into(), s("in_progress"));
+                item.insert(
+                    "status".into(),
+                    s(if mode == ClaimMode::Lease {
+                        "in_progress"
+                    } else {
+                        "done"
+                    }),
+                );
                 item.insert("lease_until".into(), n((now + UPDATE_LEASE).timestamp_millis()));
                 item.insert(keys::TTL.into(), n((now + UPDATE_MEMORY).timestamp()));
                 item
@@ -67,6 +86,21 @@ impl Store {
         }
     }
 
+    /// Marks a leased update done, as one more item of the transaction that
+    /// carries its effect.
+    pub fn complete_update_item(&self, update_id: u32) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(self.table())
+            .set_key(Some(keys::telegram_update(update_id).to_item()))
+            .update_expression("SET #status = :done REMOVE #lease")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#lease", "lease_until")
+            .expression_attribute_values(":done", s("done"))
+            .build()
+            .map_err(|e| StoreError::corrupt("update mark", e))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
     pub async fn complete_update(&self, update_id: u32) -> Result<(), StoreError> {
         self.client
             .update_item()
@@ -88,9 +122,6 @@ impl Store {
             .delete_item()
             .table_name(self.table())
             .set_key(Some(keys::telegram_update(update_id).to_item()))
-            .condition_expression("#status = :in_progress")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":in_progress", s("in_progress"))
             .send()
             .await
             .map(|_| ())
