@@ -106,6 +106,23 @@ fn membership(update_id: u32, user: i64, status: &str) -> Value {
     }})
 }
 
+fn promo(text: &str, effect: PromoEffect) -> PromoCode {
+    PromoCode {
+        code: PromoCodeText::new(text).unwrap(),
+        effect,
+        valid_from: None,
+        valid_until: None,
+        max_redemptions: None,
+        redemptions: 0,
+        paid_redemptions: 0,
+        per_user_limit: 1,
+        first_purchase_only: false,
+        allowed_tariffs: vec![],
+        min_amount: None,
+        active: true,
+    }
+}
+
 fn text_of(reply: &Value) -> &str {
     reply["text"].as_str().unwrap_or_default()
 }
@@ -488,6 +505,14 @@ async fn a_telegram_failure_does_not_fail_the_update() {
 #[tokio::test]
 async fn each_update_costs_at_most_three_dynamodb_requests() {
     let h = harness().await;
+    for (text, effect) in [
+        ("WELCOME", PromoEffect::PercentDiscount { percent: 10.into() }),
+        ("GIFT", PromoEffect::BonusTokens { tokens: tokens(30) }),
+        ("FREEPACK", PromoEffect::PercentDiscount { percent: 100.into() }),
+        ("SPRING", PromoEffect::ExtraTokens { percent: 20 }),
+    ] {
+        h.store.create_promo(&promo(text, effect)).await.unwrap();
+    }
     h.reply(&message(1, 10, "/start")).await;
     h.reply(&message(2, OPERATOR, "/start")).await;
     h.reply(&callback(3, 10, "buy")).await; // warms the catalog cache
@@ -508,7 +533,21 @@ async fn each_update_costs_at_most_three_dynamodb_requests() {
         ("button: history", callback(23, 10, "h")),
         ("button: language", callback(24, 10, "l:en")),
         ("stale button", callback(25, 10, "zzz")),
-        ("block", membership(26, 10, "kicked")),
+        ("/promo CODE (discount)", message(27, 10, "/promo WELCOME")),
+        ("button: tariff with the code", callback(28, 10, "t:pack_100")),
+        ("button: pay (invoice)", callback(29, 10, "p:mk:pack_100")),
+        ("/promo CODE (bonus tokens)", message(30, 10, "/promo GIFT")),
+        ("/promo CODE (full discount)", message(31, 10, "/promo FREEPACK")),
+        ("button: pay (free)", callback(32, 10, "p:mk:pack_100")),
+        ("button: promo prompt", callback(33, 10, "promo")),
+        ("promo code typed", message(34, 10, "SPRING")),
+        ("/grant", message(35, OPERATOR, "/grant 10 5 thanks")),
+        ("/user", message(36, OPERATOR, "/user 10")),
+        ("/stats", message(37, OPERATOR, "/stats")),
+        ("newcomer: /balance", message(38, 77, "/balance")),
+        ("newcomer: button language", callback(39, 78, "l:ru")),
+        ("newcomer: button pay", callback(40, 79, "p:mk:pack_100")),
+        ("block", membership(41, 10, "kicked")),
         ("duplicate delivery", message(11, 10, "/balance")),
     ];
     let mut report = Vec::new();
@@ -520,4 +559,31 @@ async fn each_update_costs_at_most_three_dynamodb_requests() {
         assert!(used <= 3, "{name} used {used} DynamoDB requests");
     }
     println!("{}", report.join("\n"));
+    // The cheap paths did their work: 30 bonus + 100 free + 5 granted.
+    assert_eq!(h.store.balance(user(10)).await.unwrap().0.available, tokens(135));
+    assert!(h.store.audit(user(10)).await.unwrap().is_ok());
+    let view = h.store.user_view(user(10), vec![]).await.unwrap();
+    assert_eq!(
+        view.pending_promo.map(|p| p.code.as_str().to_owned()).as_deref(),
+        Some("SPRING"),
+        "the typed code"
+    );
+    assert!(!view.user.unwrap().reachable, "blocked");
+    assert_eq!(
+        h.store.user(user(78)).await.unwrap().unwrap().language,
+        Language::Ru,
+        "newcomer registered with a language"
+    );
+    assert!(
+        h.store.user(user(79)).await.unwrap().is_some(),
+        "newcomer registered with the invoice"
+    );
+    assert_eq!(
+        h.store
+            .daily_stats(chrono::Utc::now().date_naive())
+            .await
+            .unwrap()
+            .users_total,
+        4
+    );
 }

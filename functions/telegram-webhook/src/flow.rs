@@ -192,13 +192,34 @@ impl Webhook {
         }
     }
 
-    /// A known user, or a newcomer registered in a transaction of their own
-    /// (first contact without `/start`).
-    async fn known_user(&self, view: &UserView, registration: &Registration) -> Result<User, StoreError> {
-        match &view.user {
-            Some(user) => Ok(user.clone()),
-            None => Ok(self.store.register_user(registration).await?.0),
-        }
+    /// Profile writes for this update: `changes` to a known user, or the
+    /// registration of a newcomer (with the same changes) and its count.
+    fn profile_items(
+        &self,
+        view: &UserView,
+        registration: &Registration,
+        changes: &[UserChange],
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        Ok(match &view.user {
+            Some(_) if changes.is_empty() => Vec::new(),
+            Some(user) => vec![self.store.update_user_item(user.id, changes)?],
+            None => {
+                // The registration already sets the language: a chosen one
+                // goes into it rather than beside it.
+                let mut registration = registration.clone();
+                let mut rest = Vec::new();
+                for change in changes {
+                    match change {
+                        UserChange::Language(language) => registration.language = *language,
+                        other => rest.push(other.clone()),
+                    }
+                }
+                vec![
+                    self.store.register_user_item(&registration, &rest)?,
+                    self.store.count_new_user_item()?,
+                ]
+            }
+        })
     }
 
     async fn on_message(&self, message: Message, view: &UserView, ctx: &mut Ctx) -> Result<Vec<Reply>, StoreError> {
@@ -210,11 +231,12 @@ impl Webhook {
         };
         let chat = message.chat.id;
         let target = Target::Chat(chat);
+        let (user, _) = user_or_new(view, &registration);
         let Some((command, args)) = self.command(text) else {
-            let user = self.known_user(view, &registration).await?;
             if user.awaiting == Some(Awaiting::PromoCode) {
+                let items = self.profile_items(view, &registration, &[UserChange::Awaiting(None)])?;
                 let reply = self
-                    .apply_promo(&user, text.trim(), view, ctx, &[UserChange::Awaiting(None)])
+                    .apply_promo_with(&user, text.trim(), view, ctx, items, true)
                     .await?;
                 return Ok(vec![target.show(screens::with_menu(user.language, reply))]);
             }
@@ -223,7 +245,6 @@ impl Webhook {
         if command == "start" {
             return self.start(registration, &args, view, ctx, target).await;
         }
-        let user = self.known_user(view, &registration).await?;
         let language = user.language;
         let t = texts(language);
         let operator = self.config.operators.contains(&chat.0);
@@ -231,7 +252,15 @@ impl Webhook {
             "balance" => self.balance_screen(&user, view).await?,
             "buy" => screens::catalog(language, &self.catalog().await?),
             "promo" if args.is_empty() => screens::with_menu(language, t.promo_needs_code),
-            "promo" => screens::with_menu(language, self.apply_promo(&user, &args, view, ctx, &[]).await?),
+            "promo" => {
+                let items = self.profile_items(view, &registration, &[])?;
+                let touches_profile = !items.is_empty();
+                screens::with_menu(
+                    language,
+                    self.apply_promo_with(&user, &args, view, ctx, items, touches_profile)
+                        .await?,
+                )
+            }
             "subscription" => self.subscription_screen(&user, view).await?,
             "history" => self.history_screen(&user, None).await?,
             "language" => screens::language_menu(language),
@@ -296,26 +325,6 @@ impl Webhook {
         let mut replies: Vec<Reply> = notes.into_iter().map(|note| target.show(Screen::text(note))).collect();
         replies.push(target.show(screens::menu(language, &user.first_name)));
         Ok(replies)
-    }
-
-    /// Applies a code typed by the user and says what happened; `changes`
-    /// to the profile are written with it.
-    async fn apply_promo(
-        &self,
-        user: &User,
-        text: &str,
-        view: &UserView,
-        ctx: &mut Ctx,
-        changes: &[UserChange],
-    ) -> Result<String, StoreError> {
-        let items = if changes.is_empty() {
-            Vec::new()
-        } else {
-            vec![self.store.update_user_item(user.id, changes)?]
-        };
-        let touches_profile = !changes.is_empty();
-        self.apply_promo_with(user, text, view, ctx, items, touches_profile)
-            .await
     }
 
     /// Applies a code, writing `items` (and the done-mark) in the same
@@ -394,9 +403,9 @@ impl Webhook {
             let language = view.user.as_ref().map_or(registration.language, |u| u.language);
             return Ok(vec![answer(Some(texts(language).stale_button))]);
         };
-        let user = self.known_user(view, &registration).await?;
+        let (user, _) = user_or_new(view, &registration);
         let target = Target::Message(chat, message);
-        let (screen, note) = self.callback_screen(&user, callback, view, ctx).await?;
+        let (screen, note) = self.callback_screen(&user, &registration, callback, view, ctx).await?;
         Ok(match screen {
             Some(screen) => vec![target.show(screen), answer(note.as_deref())],
             None => vec![answer(note.as_deref())],
@@ -407,6 +416,7 @@ impl Webhook {
     async fn callback_screen(
         &self,
         user: &User,
+        registration: &Registration,
         callback: Callback,
         view: &UserView,
         ctx: &mut Ctx,
@@ -421,12 +431,10 @@ impl Webhook {
                 Some(screen) => screen,
                 None => return Ok((None, Some(t.tariff_gone.to_owned()))),
             },
-            Callback::Pay(id, provider) => return self.pay(user, id, provider, view, ctx).await,
+            Callback::Pay(id, provider) => return self.pay(user, registration, id, provider, view, ctx).await,
             Callback::PromoPrompt => {
-                let mut items = vec![
-                    self.store
-                        .update_user_item(user.id, &[UserChange::Awaiting(Some(Awaiting::PromoCode))])?,
-                ];
+                let mut items =
+                    self.profile_items(view, registration, &[UserChange::Awaiting(Some(Awaiting::PromoCode))])?;
                 items.extend(ctx.mark(self)?);
                 self.store.write_all(items).await?;
                 screens::with_menu(language, t.promo_prompt)
@@ -463,7 +471,7 @@ impl Webhook {
             }
             Callback::LanguageMenu => screens::language_menu(language),
             Callback::Language(chosen) => {
-                let mut items = vec![self.store.update_user_item(user.id, &[UserChange::Language(chosen)])?];
+                let mut items = self.profile_items(view, registration, &[UserChange::Language(chosen)])?;
                 items.extend(ctx.mark(self)?);
                 self.store.write_all(items).await?;
                 return Ok((
@@ -556,6 +564,7 @@ impl Webhook {
     async fn pay(
         &self,
         user: &User,
+        registration: &Registration,
         tariff_id: TariffId,
         provider: Provider,
         view: &UserView,
@@ -589,7 +598,9 @@ impl Webhook {
             self.config.invoice_ttl,
         ) {
             Ok(draft) => {
-                let mut extra = forget_code()?;
+                // A newcomer buying without /start is registered with the invoice.
+                let mut extra = self.profile_items(view, registration, &[])?;
+                extra.extend(forget_code()?);
                 extra.extend(ctx.mark(self)?);
                 self.store.commit_invoice(draft, extra).await
             }
