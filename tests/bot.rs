@@ -107,20 +107,7 @@ fn membership(update_id: u32, user: i64, status: &str) -> Value {
 }
 
 fn promo(text: &str, effect: PromoEffect) -> PromoCode {
-    PromoCode {
-        code: PromoCodeText::new(text).unwrap(),
-        effect,
-        valid_from: None,
-        valid_until: None,
-        max_redemptions: None,
-        redemptions: 0,
-        paid_redemptions: 0,
-        per_user_limit: 1,
-        first_purchase_only: false,
-        allowed_tariffs: vec![],
-        min_amount: None,
-        active: true,
-    }
+    PromoCode::new(PromoCodeText::new(text).unwrap(), effect)
 }
 
 fn text_of(reply: &Value) -> &str {
@@ -194,20 +181,7 @@ async fn start_registers_and_answers_in_the_response_body() {
 #[tokio::test]
 async fn start_payloads_apply_a_promo_or_record_a_referrer() {
     let h = harness().await;
-    let code = |text: &str, effect| PromoCode {
-        code: PromoCodeText::new(text).unwrap(),
-        effect,
-        valid_from: None,
-        valid_until: None,
-        max_redemptions: None,
-        redemptions: 0,
-        paid_redemptions: 0,
-        per_user_limit: 1,
-        first_purchase_only: false,
-        allowed_tariffs: vec![],
-        min_amount: None,
-        active: true,
-    };
+    let code = promo;
     h.store
         .create_promo(&code("WELCOME", PromoEffect::PercentDiscount { percent: 10.into() }))
         .await

@@ -19,20 +19,7 @@ fn code(text: &str) -> PromoCodeText {
 }
 
 fn promo(text: &str, effect: PromoEffect) -> PromoCode {
-    PromoCode {
-        code: code(text),
-        effect,
-        valid_from: None,
-        valid_until: None,
-        max_redemptions: None,
-        redemptions: 0,
-        paid_redemptions: 0,
-        per_user_limit: 1,
-        first_purchase_only: false,
-        allowed_tariffs: vec![],
-        min_amount: None,
-        active: true,
-    }
+    PromoCode::new(code(text), effect)
 }
 
 fn ten_percent(text: &str) -> PromoCode {

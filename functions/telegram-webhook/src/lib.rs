@@ -15,8 +15,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use teloxide_core::Bot;
 use teloxide_core::payloads::{AnswerCallbackQuery, EditMessageText, SendMessage};
-use teloxide_core::prelude::Requester;
-use teloxide_core::requests::{HasPayload, Payload};
+use teloxide_core::requests::{JsonRequest, Payload};
 use teloxide_core::types::{CallbackQueryId, ChatId, InlineKeyboardMarkup, MessageId, ParseMode, Update};
 use tokenbill::domain::invoice::Provider;
 use tokenbill::domain::tariff::Tariff;
@@ -120,14 +119,14 @@ pub enum Reply {
 }
 
 impl Reply {
-    /// The call as a webhook answer: its parameters plus `"method"`.
-    pub fn to_method(&self) -> Value {
-        let (name, mut body) = match self.clone() {
+    /// The Bot API call, with HTML parse mode and the length limit applied.
+    fn into_call(self) -> Call {
+        match self {
             Reply::Send { chat, text, keyboard } => {
                 let mut payload = SendMessage::new(chat, texts::fit(text));
                 payload.parse_mode = Some(ParseMode::Html);
                 payload.reply_markup = keyboard.map(Into::into);
-                (SendMessage::NAME, serde_json::to_value(payload))
+                Call::Send(payload)
             }
             Reply::Edit {
                 chat,
@@ -138,19 +137,37 @@ impl Reply {
                 let mut payload = EditMessageText::new(chat, message, texts::fit(text));
                 payload.parse_mode = Some(ParseMode::Html);
                 payload.reply_markup = keyboard;
-                (EditMessageText::NAME, serde_json::to_value(payload))
+                Call::Edit(payload)
             }
             Reply::Answer { id, text } => {
                 let mut payload = AnswerCallbackQuery::new(id);
                 payload.text = text;
-                (AnswerCallbackQuery::NAME, serde_json::to_value(payload))
+                Call::Answer(payload)
             }
-        };
-        if let Ok(Value::Object(map)) = &mut body {
-            map.insert("method".into(), Value::String(name.into()));
         }
-        body.unwrap_or(Value::Null)
     }
+
+    /// The call as a webhook answer: its parameters plus `"method"`.
+    pub fn to_method(&self) -> Value {
+        fn with_method<P: Payload + serde::Serialize>(payload: &P) -> Value {
+            let mut body = serde_json::to_value(payload).unwrap_or(Value::Null);
+            if let Value::Object(map) = &mut body {
+                map.insert("method".into(), Value::String(P::NAME.into()));
+            }
+            body
+        }
+        match self.clone().into_call() {
+            Call::Send(payload) => with_method(&payload),
+            Call::Edit(payload) => with_method(&payload),
+            Call::Answer(payload) => with_method(&payload),
+        }
+    }
+}
+
+enum Call {
+    Send(SendMessage),
+    Edit(EditMessageText),
+    Answer(AnswerCallbackQuery),
 }
 
 pub struct Webhook {
@@ -268,31 +285,11 @@ impl Webhook {
     /// Makes a Bot API call whose result is not needed. Failures are logged:
     /// a retry of the whole update would repeat its effects.
     async fn send(&self, reply: Reply) {
-        let result = match reply {
-            Reply::Send { chat, text, keyboard } => {
-                let mut request = self.bot.send_message(chat, texts::fit(text));
-                let payload = request.payload_mut();
-                payload.parse_mode = Some(ParseMode::Html);
-                payload.reply_markup = keyboard.map(Into::into);
-                request.await.map(drop)
-            }
-            Reply::Edit {
-                chat,
-                message,
-                text,
-                keyboard,
-            } => {
-                let mut request = self.bot.edit_message_text(chat, message, texts::fit(text));
-                let payload = request.payload_mut();
-                payload.parse_mode = Some(ParseMode::Html);
-                payload.reply_markup = keyboard;
-                request.await.map(drop)
-            }
-            Reply::Answer { id, text } => {
-                let mut request = self.bot.answer_callback_query(id);
-                request.payload_mut().text = text;
-                request.await.map(drop)
-            }
+        let bot = self.bot.clone();
+        let result = match reply.into_call() {
+            Call::Send(payload) => JsonRequest::new(bot, payload).await.map(drop),
+            Call::Edit(payload) => JsonRequest::new(bot, payload).await.map(drop),
+            Call::Answer(payload) => JsonRequest::new(bot, payload).await.map(drop),
         };
         if let Err(err) = result {
             tracing::warn!(error = %err, "Bot API call failed");

@@ -157,18 +157,14 @@ impl PromoRules {
             return Err(AdminError::Input("--from must be before --until".into()));
         }
         Ok(PromoCode {
-            code: PromoCodeText::new(code)?,
-            effect,
             valid_from: self.from,
             valid_until: self.until,
             max_redemptions: self.max,
-            redemptions: 0,
-            paid_redemptions: 0,
             per_user_limit: self.per_user,
             first_purchase_only: self.first_purchase,
             allowed_tariffs: self.tariffs.clone(),
             min_amount: self.min_amount.map(|amount| Money::new(amount, currency)).transpose()?,
-            active: true,
+            ..PromoCode::new(PromoCodeText::new(code)?, effect)
         })
     }
 }

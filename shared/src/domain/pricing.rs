@@ -110,20 +110,7 @@ mod tests {
     }
 
     fn promo(effect: PromoEffect) -> PromoCode {
-        PromoCode {
-            code: PromoCodeText::new("CODE").unwrap(),
-            effect,
-            valid_from: None,
-            valid_until: None,
-            max_redemptions: None,
-            redemptions: 0,
-            paid_redemptions: 0,
-            per_user_limit: 1,
-            first_purchase_only: false,
-            allowed_tariffs: vec![],
-            min_amount: None,
-            active: true,
-        }
+        PromoCode::new(PromoCodeText::new("CODE").unwrap(), effect)
     }
 
     fn rub(amount: Decimal) -> Money {

@@ -121,6 +121,25 @@ impl PromoRejection {
 }
 
 impl PromoCode {
+    /// A code with the defaults operators expect: active, no window, no
+    /// total limit, once per user, every tariff, no minimum.
+    pub fn new(code: PromoCodeText, effect: PromoEffect) -> Self {
+        Self {
+            code,
+            effect,
+            valid_from: None,
+            valid_until: None,
+            max_redemptions: None,
+            redemptions: 0,
+            paid_redemptions: 0,
+            per_user_limit: 1,
+            first_purchase_only: false,
+            allowed_tariffs: Vec::new(),
+            min_amount: None,
+            active: true,
+        }
+    }
+
     /// The checks that need no counters (those are enforced atomically by
     /// the store).
     pub fn check_static(
@@ -175,20 +194,9 @@ mod tests {
     use crate::domain::Currency;
 
     fn code(effect: PromoEffect) -> PromoCode {
-        PromoCode {
-            code: PromoCodeText::new("welcome").unwrap(),
-            effect,
-            valid_from: None,
-            valid_until: None,
-            max_redemptions: Some(10),
-            redemptions: 0,
-            paid_redemptions: 0,
-            per_user_limit: 1,
-            first_purchase_only: false,
-            allowed_tariffs: vec![],
-            min_amount: None,
-            active: true,
-        }
+        let mut promo = PromoCode::new(PromoCodeText::new("welcome").unwrap(), effect);
+        promo.max_redemptions = Some(10);
+        promo
     }
 
     #[test]

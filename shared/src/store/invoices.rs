@@ -199,16 +199,7 @@ impl Store {
     }
 
     pub async fn invoice(&self, id: &InvoiceId) -> Result<Option<Invoice>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(self.table())
-            .set_key(Some(keys::invoice(id).to_item()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk("GetItem", e))?;
-        output.item.map(|item| parse("invoice", item)).transpose()
+        self.get_record(&keys::invoice(id), "invoice", true).await
     }
 
     async fn existing_invoice(&self, id: &InvoiceId) -> Result<Invoice, StoreError> {

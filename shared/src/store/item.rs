@@ -39,3 +39,58 @@ pub fn get_u64(item: &Item, name: &str) -> Result<u64, StoreError> {
         Some(other) => Err(StoreError::corrupt(name, format!("{other:?}"))),
     }
 }
+
+impl super::Store {
+    /// Reads one record; `consistent` for reads that must see the latest write.
+    pub(crate) async fn get_record<T: DeserializeOwned>(
+        &self,
+        key: &Key,
+        entity: &str,
+        consistent: bool,
+    ) -> Result<Option<T>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(self.table())
+            .set_key(Some(key.to_item()))
+            .consistent_read(consistent)
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk("GetItem", e))?;
+        output.item.map(|item| parse(entity, item)).transpose()
+    }
+
+    /// Sets a boolean attribute of an existing item; `NotFound` names `what`
+    /// when there is no such item.
+    pub(crate) async fn set_flag(
+        &self,
+        key: &Key,
+        attribute: &str,
+        value: bool,
+        what: String,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(key.to_item()))
+            .update_expression("SET #flag = :value")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#flag", attribute)
+            .expression_attribute_names("#pk", super::keys::PK)
+            .expression_attribute_values(":value", aws_sdk_dynamodb::types::AttributeValue::Bool(value))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::NotFound { what })
+            }
+            Err(err) => Err(StoreError::from_sdk("UpdateItem", err)),
+        }
+    }
+}

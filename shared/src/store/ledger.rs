@@ -20,19 +20,9 @@ pub struct LedgerPage {
 impl Store {
     /// The account's balance and entry count (zeros for a user with no entries).
     pub async fn balance(&self, user: UserId) -> Result<(Balance, u64), StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(self.table())
-            .set_key(Some(keys::account(user).to_item()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk("GetItem", e))?;
-        let account: AccountRecord = output
-            .item
-            .map(|item| parse("account", item))
-            .transpose()?
+        let account: AccountRecord = self
+            .get_record(&keys::account(user), "account", true)
+            .await?
             .unwrap_or_default();
         Ok((
             Balance {

@@ -96,16 +96,7 @@ impl Store {
     }
 
     pub async fn promo(&self, code: &PromoCodeText) -> Result<Option<PromoCode>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(self.table())
-            .set_key(Some(keys::promo(code).to_item()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk("GetItem", e))?;
-        output.item.map(|item| parse("promo code", item)).transpose()
+        self.get_record(&keys::promo(code), "promo code", true).await
     }
 
     /// Every code, in code order.
@@ -136,31 +127,13 @@ impl Store {
     }
 
     pub async fn set_promo_active(&self, code: &PromoCodeText, active: bool) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(self.table())
-            .set_key(Some(keys::promo(code).to_item()))
-            .update_expression("SET #active = :active")
-            .condition_expression("attribute_exists(#pk)")
-            .expression_attribute_names("#active", "active")
-            .expression_attribute_names("#pk", keys::PK)
-            .expression_attribute_values(":active", AttributeValue::Bool(active))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::NotFound {
-                    what: format!("promo code {}", code.as_str()),
-                })
-            }
-            Err(err) => Err(StoreError::from_sdk("UpdateItem", err)),
-        }
+        self.set_flag(
+            &keys::promo(code),
+            "active",
+            active,
+            format!("promo code {}", code.as_str()),
+        )
+        .await
     }
 
     /// How many times `user` has used (or reserved) `code`.

@@ -56,43 +56,12 @@ impl Store {
     }
 
     pub async fn tariff(&self, id: &TariffId) -> Result<Option<Tariff>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(self.table())
-            .set_key(Some(keys::tariff(id).to_item()))
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk("GetItem", e))?;
-        output.item.map(|item| parse("tariff", item)).transpose()
+        self.get_record(&keys::tariff(id), "tariff", false).await
     }
 
     /// Turns a tariff off (or on) without touching anything else.
     pub async fn set_tariff_active(&self, id: &TariffId, active: bool) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(self.table())
-            .set_key(Some(keys::tariff(id).to_item()))
-            .update_expression("SET #active = :active")
-            .condition_expression("attribute_exists(#pk)")
-            .expression_attribute_names("#active", "active")
-            .expression_attribute_names("#pk", keys::PK)
-            .expression_attribute_values(":active", aws_sdk_dynamodb::types::AttributeValue::Bool(active))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::NotFound {
-                    what: format!("tariff {id}"),
-                })
-            }
-            Err(err) => Err(StoreError::from_sdk("UpdateItem", err)),
-        }
+        self.set_flag(&keys::tariff(id), "active", active, format!("tariff {id}"))
+            .await
     }
 }

@@ -101,19 +101,9 @@ impl Store {
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
+    /// Marks a leased update done when it had no effect to carry the mark.
     pub async fn complete_update(&self, update_id: u32) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(self.table())
-            .set_key(Some(keys::telegram_update(update_id).to_item()))
-            .update_expression("SET #status = :done REMOVE #lease")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#lease", "lease_until")
-            .expression_attribute_values(":done", s("done"))
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk("UpdateItem", e))?;
-        Ok(())
+        self.write_all(vec![self.complete_update_item(update_id)?]).await
     }
 
     /// Gives the update up so that Telegram's redelivery handles it.

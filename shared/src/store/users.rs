@@ -222,15 +222,7 @@ impl Store {
     }
 
     pub async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(self.table())
-            .set_key(Some(keys::profile(id).to_item()))
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk("GetItem", e))?;
-        output.item.map(|item| parse("user", item)).transpose()
+        self.get_record(&keys::profile(id), "user", false).await
     }
 
     /// Like [`Store::user`], but a missing user is an error.
