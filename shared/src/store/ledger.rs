@@ -59,29 +59,17 @@ impl Store {
 
     /// Every entry of the user, oldest first (consistent reads).
     pub async fn ledger_entries(&self, user: UserId) -> Result<Vec<LedgerEntry>, StoreError> {
-        let mut entries = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(self.table())
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                .expression_attribute_names("#pk", keys::PK)
-                .expression_attribute_names("#sk", keys::SK)
-                .expression_attribute_values(":pk", s(keys::user_pk(user)))
-                .expression_attribute_values(":prefix", s(keys::LEDGER_PREFIX))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| StoreError::from_sdk("Query", e))?;
-            entries.extend(parse_entries(output.items.unwrap_or_default())?);
-            match output.last_evaluated_key {
-                Some(key) => start = Some(key),
-                None => return Ok(entries),
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(self.table())
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", keys::PK)
+            .expression_attribute_names("#sk", keys::SK)
+            .expression_attribute_values(":pk", s(keys::user_pk(user)))
+            .expression_attribute_values(":prefix", s(keys::LEDGER_PREFIX))
+            .consistent_read(true);
+        parse_entries(self.query_all(query).await?)
     }
 
     /// Recomputes the user's balance from the ledger and compares it with

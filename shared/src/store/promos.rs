@@ -101,29 +101,19 @@ impl Store {
 
     /// Every code, in code order.
     pub async fn promos(&self) -> Result<Vec<PromoCode>, StoreError> {
-        let mut promos = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(self.table())
-                .index_name(keys::GSI1)
-                .key_condition_expression("#pk = :pk")
-                .expression_attribute_names("#pk", keys::GSI1_PK)
-                .expression_attribute_values(":pk", s(keys::PROMO_LIST))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| StoreError::from_sdk("Query", e))?;
-            for item in output.items.unwrap_or_default() {
-                promos.push(parse("promo code", item)?);
-            }
-            match output.last_evaluated_key {
-                Some(key) => start = Some(key),
-                None => return Ok(promos),
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(self.table())
+            .index_name(keys::GSI1)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", keys::GSI1_PK)
+            .expression_attribute_values(":pk", s(keys::PROMO_LIST));
+        self.query_all(query)
+            .await?
+            .into_iter()
+            .map(|item| parse("promo code", item))
+            .collect()
     }
 
     pub async fn set_promo_active(&self, code: &PromoCodeText, active: bool) -> Result<(), StoreError> {

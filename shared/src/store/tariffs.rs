@@ -27,30 +27,21 @@ impl Store {
 
     /// The whole catalog in display order, inactive tariffs included.
     pub async fn tariffs(&self) -> Result<Vec<Tariff>, StoreError> {
-        let mut tariffs = Vec::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(self.table())
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                .expression_attribute_names("#pk", keys::PK)
-                .expression_attribute_names("#sk", keys::SK)
-                .expression_attribute_values(":pk", s(keys::CATALOG_PK))
-                .expression_attribute_values(":prefix", s(keys::TARIFF_PREFIX))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| StoreError::from_sdk("Query", e))?;
-            for item in output.items.unwrap_or_default() {
-                tariffs.push(parse::<Tariff>("tariff", item)?);
-            }
-            match output.last_evaluated_key {
-                Some(key) => start = Some(key),
-                None => break,
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(self.table())
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", keys::PK)
+            .expression_attribute_names("#sk", keys::SK)
+            .expression_attribute_values(":pk", s(keys::CATALOG_PK))
+            .expression_attribute_values(":prefix", s(keys::TARIFF_PREFIX));
+        let mut tariffs: Vec<Tariff> = self
+            .query_all(query)
+            .await?
+            .into_iter()
+            .map(|item| parse("tariff", item))
+            .collect::<Result<_, _>>()?;
         tariffs.sort_by(|a, b| (a.sort_order, &a.id).cmp(&(b.sort_order, &b.id)));
         Ok(tariffs)
     }
