@@ -117,21 +117,24 @@ mod tests {
         Money::new(amount, Currency::Rub).unwrap()
     }
 
+    /// (rub price, xtr price, tokens, effect, currency, price, discount, due, bonus tokens)
+    type Case = (
+        Decimal,
+        Decimal,
+        u64,
+        Option<PromoEffect>,
+        Currency,
+        Decimal,
+        Decimal,
+        Decimal,
+        u64,
+    );
+
     #[test]
     fn discount_table() {
         use PromoEffect::*;
         // (rub price, xtr price, tokens, effect, currency, price, discount, due, bonus)
-        let cases: Vec<(
-            Decimal,
-            Decimal,
-            u64,
-            Option<PromoEffect>,
-            Currency,
-            Decimal,
-            Decimal,
-            Decimal,
-            u64,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 dec!(99),
                 dec!(50),
