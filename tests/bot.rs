@@ -561,3 +561,16 @@ async fn each_update_costs_at_most_three_dynamodb_requests() {
         4
     );
 }
+
+/// Bot API failures are logged; the token in the request URL must not be.
+#[tokio::test]
+async fn bot_api_errors_do_not_reveal_the_token() {
+    use teloxide_core::prelude::Requester;
+    let bot = teloxide_core::Bot::new("123456:TOP-SECRET-TOKEN").set_api_url("http://127.0.0.1:1".parse().unwrap());
+    let err = bot
+        .send_message(teloxide_core::types::ChatId(1), "hi")
+        .await
+        .unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("TOP-SECRET-TOKEN"), "{shown}");
+}
