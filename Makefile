@@ -10,7 +10,7 @@ CARGO ?= cargo
 DEV_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test test-unit install stack-up stack-down stack-status fmt lint
+.PHONY: help dev test test-unit install validate stack-up stack-down stack-status fmt lint
 
 help:
 	@echo "make dev           run the whole system on http://127.0.0.1:3000 (Ctrl-C stops it)"
@@ -18,12 +18,13 @@ help:
 	@echo "make test-unit     run only the tests that need no local stack"
 	@echo "make stack-up      start DynamoDB Local + moto and keep them (source .local-stack/env)"
 	@echo "make stack-down    stop them"
+	@echo "make validate      sam validate --lint on template.yaml"
 	@echo "make lint | fmt    clippy with warnings as errors | rustfmt"
 
 dev:
 	$(STACK) run -- $(CARGO) run --locked -p tokenbill-dev -- $(DEV_ARGS)
 
-test:
+test: validate
 	@mkdir -p target
 	$(STACK) run -- $(CARGO) test --workspace --locked 2>&1 | tee $(TEST_LOG)
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' $(TEST_LOG)
@@ -33,6 +34,10 @@ test-unit:
 
 install:
 	$(STACK) install
+
+# The SAM template, checked offline (aws-sam-cli lives in the project venv).
+validate: install
+	SAM_CLI_TELEMETRY=0 .venv/bin/sam validate --lint
 
 stack-up:
 	$(STACK) up

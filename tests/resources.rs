@@ -201,3 +201,72 @@ async fn local_queues_are_created_with_their_dead_letter_queue() {
     );
     assert_eq!(policy["maxReceiveCount"].to_string().trim_matches('"'), "5");
 }
+
+/// Every crate under functions/ is deployed by a template resource that
+/// builds its binary, and nothing else is.
+#[test]
+fn every_function_crate_has_a_template_resource() {
+    let template = template();
+    let functions = concat!(env!("CARGO_MANIFEST_DIR"), "/../functions");
+    let crates: BTreeSet<String> = std::fs::read_dir(functions)
+        .expect("read functions/")
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().join("Cargo.toml").exists())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!crates.is_empty());
+    let binaries: BTreeSet<String> = template["Resources"]
+        .as_mapping()
+        .expect("Resources")
+        .values()
+        .filter(|resource| resource["Type"] == "AWS::Serverless::Function")
+        .map(|resource| {
+            assert_eq!(text(&resource["Metadata"]["BuildMethod"]), "rust-cargolambda");
+            text(&resource["Metadata"]["BuildProperties"]["Binary"])
+        })
+        .collect();
+    assert_eq!(crates, binaries, "function crates and template functions differ");
+}
+
+/// Every HTTP route the template declares is served by the local runner
+/// (which mounts the same handlers): none answers 404 or 405.
+#[tokio::test]
+async fn every_template_route_has_a_handler() {
+    let template = template();
+    let mut routes = Vec::new();
+    for resource in template["Resources"].as_mapping().expect("Resources").values() {
+        for event in resource["Properties"]["Events"]
+            .as_mapping()
+            .into_iter()
+            .flat_map(|events| events.values())
+        {
+            if event["Type"] == "HttpApi" {
+                routes.push((text(&event["Properties"]["Method"]), text(&event["Properties"]["Path"])));
+            }
+        }
+    }
+    assert!(!routes.is_empty());
+    let store = tokenbill_tests::fresh_store().await;
+    let (state, _) = tokenbill_dev::local_app(store, "http://127.0.0.1".into())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(tokenbill_dev::serve(listener, state, std::future::pending()));
+    let client = reqwest::Client::new();
+    for (method, path) in routes {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let status = client
+            .request(method.clone(), format!("http://{addr}{path}"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(
+            status != 404 && status != 405,
+            "{method} {path} has no handler ({status})"
+        );
+    }
+    server.abort();
+}

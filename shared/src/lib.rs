@@ -12,6 +12,7 @@ pub mod aws;
 pub mod clock;
 pub mod domain;
 pub mod resources;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;
 

@@ -48,10 +48,6 @@ pub struct BotConfig {
 impl BotConfig {
     /// Reads the configuration from the environment. Secrets are passed in
     /// by the runtime (SSM on AWS), never written in the template.
-    pub fn from_env() -> Result<Self, String> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
     /// Reads the configuration through `lookup` (the environment, or the
     /// local runner's defaults).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
@@ -318,10 +314,9 @@ fn respond(status: StatusCode, body: Value) -> Response<String> {
         .expect("a status and a JSON body always make a response")
 }
 
-/// The Bot API client: `TELEGRAM_BOT_TOKEN`, and `TELEGRAM_API_URL` to
-/// point it elsewhere (the local runner's fake Telegram, tests).
-pub fn bot_from_env() -> Result<Bot, String> {
-    let token = std::env::var("TELEGRAM_BOT_TOKEN").map_err(|_| "TELEGRAM_BOT_TOKEN is not set")?;
+/// The Bot API client for `token`; `TELEGRAM_API_URL` points it elsewhere
+/// (the local runner's fake Telegram, tests).
+pub fn bot(token: String) -> Result<Bot, String> {
     let bot = Bot::new(token);
     match std::env::var("TELEGRAM_API_URL") {
         Ok(url) => Ok(bot.set_api_url(
@@ -331,3 +326,6 @@ pub fn bot_from_env() -> Result<Bot, String> {
         Err(_) => Ok(bot),
     }
 }
+
+/// The secrets the bot needs (see [`tokenbill::secrets`]).
+pub const SECRETS: [&str; 2] = ["TELEGRAM_WEBHOOK_SECRET", "TELEGRAM_BOT_TOKEN"];

@@ -1,14 +1,19 @@
 use lambda_http::{Error, Request, service_fn};
-use telegram_webhook::{BotConfig, Webhook};
+use telegram_webhook::{BotConfig, SECRETS, Webhook, bot};
 use tokenbill::Store;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tokenbill::telemetry::init(true);
-    let config = BotConfig::from_env()?;
     let sdk = tokenbill::aws::sdk_config().await;
+    let secrets = tokenbill::secrets::load(&sdk, &SECRETS).await?;
+    let config = BotConfig::from_lookup(|name| secrets.get(name).cloned().or_else(|| std::env::var(name).ok()))?;
+    let token = secrets
+        .get("TELEGRAM_BOT_TOKEN")
+        .cloned()
+        .ok_or("TELEGRAM_BOT_TOKEN is not set")?;
     let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), tokenbill::aws::table_name());
-    let webhook = &Webhook::new(store, telegram_webhook::bot_from_env()?, config);
+    let webhook = &Webhook::new(store, bot(token)?, config);
     lambda_http::run(service_fn(move |request: Request| async move {
         Ok::<_, Error>(webhook.handle(request).await)
     }))

@@ -127,8 +127,8 @@ pub async fn local_app(
         })
     };
     let config = telegram_webhook::BotConfig::from_lookup(lookup)?;
-    let (bot, fake) = if std::env::var("TELEGRAM_BOT_TOKEN").is_ok() {
-        (telegram_webhook::bot_from_env()?, None)
+    let (bot, fake) = if let Ok(token) = std::env::var("TELEGRAM_BOT_TOKEN") {
+        (telegram_webhook::bot(token)?, None)
     } else {
         let fake = fake_telegram::FakeTelegram::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
