@@ -10,7 +10,7 @@ CARGO ?= cargo
 DEV_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test test-unit install validate stack-up stack-down stack-status fmt lint
+.PHONY: help dev test bench test-unit install validate stack-up stack-down stack-status fmt lint
 
 help:
 	@echo "make dev           run the whole system on http://127.0.0.1:3000 (Ctrl-C stops it)"
@@ -18,6 +18,7 @@ help:
 	@echo "make test-unit     run only the tests that need no local stack"
 	@echo "make stack-up      start DynamoDB Local + moto and keep them (source .local-stack/env)"
 	@echo "make stack-down    stop them"
+	@echo "make bench         balance operations per second vs raw DynamoDB transactions"
 	@echo "make validate      sam validate --lint on template.yaml"
 	@echo "make lint | fmt    clippy with warnings as errors | rustfmt"
 
@@ -28,6 +29,10 @@ test: validate
 	@mkdir -p target
 	$(STACK) run -- $(CARGO) test --workspace --locked 2>&1 | tee $(TEST_LOG)
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' $(TEST_LOG)
+
+# Figures, not pass/fail: see docs/performance.md.
+bench:
+	$(STACK) run -- $(CARGO) run --locked --profile bench-tool -p tokenbill-bench -- $(BENCH_ARGS)
 
 test-unit:
 	$(CARGO) test --locked -p tokenbill
