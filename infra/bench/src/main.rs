@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
 use clap::Parser;
 use futures::future::join_all;
 use tokenbill::Store;
@@ -31,7 +31,8 @@ fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-/// The same four items `Store::apply` writes for a debit, built by hand.
+/// The same four items `Store::apply` writes for a debit, built by hand,
+/// with the same request options (`ALL_OLD` on a failed condition).
 fn raw_debit(table: &str, user: i64, op: usize) -> Vec<TransactWriteItem> {
     let pk = s(format!("USER#{user}"));
     let tx = uuid::Uuid::now_v7().simple().to_string();
@@ -40,7 +41,8 @@ fn raw_debit(table: &str, user: i64, op: usize) -> Vec<TransactWriteItem> {
             .table_name(table)
             .item("pk", pk.clone())
             .item("sk", s(sk))
-            .condition_expression("attribute_not_exists(pk)");
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         for (name, value) in extra {
             put = put.item(name, value);
         }
@@ -52,6 +54,7 @@ fn raw_debit(table: &str, user: i64, op: usize) -> Vec<TransactWriteItem> {
         .key("sk", s("ACCOUNT"))
         .update_expression("SET updated_at = :now ADD available :d, entries :one")
         .condition_expression("available >= :need")
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
         .expression_attribute_values(":now", s("2026-11-24T00:00:00Z"))
         .expression_attribute_values(":d", n(-1))
         .expression_attribute_values(":one", n(1))
@@ -66,15 +69,45 @@ fn raw_debit(table: &str, user: i64, op: usize) -> Vec<TransactWriteItem> {
         .expression_attribute_values(":one", n(1))
         .build()
         .expect("update");
+    // The same attributes the store writes: the receipt inside the
+    // idempotency record, and the full ledger entry.
+    let now = s("2026-11-24T00:00:00.000000000+00:00");
+    let tx_id = s(format!("{user}.{tx}"));
+    let receipt = AttributeValue::M(
+        [
+            ("tx_id", tx_id.clone()),
+            ("kind", s("spend")),
+            ("amount", n(1)),
+            ("created_at", now.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+    );
+    let key = s(format!("raw-{op}"));
     vec![
         put(
             format!("IDEM#raw-{op}"),
-            vec![("fingerprint", s("spend:-1")), ("receipt", s(tx.clone()))],
+            vec![
+                ("entity", s("idempotency")),
+                ("fingerprint", s("spend:-1")),
+                ("receipt", receipt),
+            ],
         ),
         TransactWriteItem::builder().update(account).build(),
         put(
             format!("TX#{tx}"),
-            vec![("kind", s("spend")), ("amount", n(1)), ("delta_available", n(-1))],
+            vec![
+                ("entity", s("ledger_entry")),
+                ("tx_id", tx_id),
+                ("kind", s("spend")),
+                ("amount", n(1)),
+                ("delta_available", n(-1)),
+                ("delta_held", n(0)),
+                ("idempotency_key", key),
+                ("created_at", now),
+                ("refundable", n(1)),
+            ],
         ),
         TransactWriteItem::builder().update(stats).build(),
     ]
