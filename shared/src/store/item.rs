@@ -96,6 +96,22 @@ impl super::Store {
 }
 
 impl super::Store {
+    /// A query for the items of partition `pk` whose sort key starts with `prefix`.
+    pub(crate) fn prefix_query(
+        &self,
+        pk: String,
+        prefix: &str,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(self.table())
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", super::keys::PK)
+            .expression_attribute_names("#sk", super::keys::SK)
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":prefix", s(prefix))
+    }
+
     /// Every item a query matches, following its pages.
     pub(crate) async fn query_all(
         &self,

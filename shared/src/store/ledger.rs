@@ -35,15 +35,7 @@ impl Store {
 
     /// Up to `limit` entries, newest first, starting after `after`.
     pub async fn ledger_page(&self, user: UserId, after: Option<TxId>, limit: i32) -> Result<LedgerPage, StoreError> {
-        let mut query = self
-            .client
-            .query()
-            .table_name(self.table())
-            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-            .expression_attribute_names("#pk", keys::PK)
-            .expression_attribute_names("#sk", keys::SK)
-            .expression_attribute_values(":pk", s(keys::user_pk(user)))
-            .expression_attribute_values(":prefix", s(keys::LEDGER_PREFIX))
+        let mut query = self.prefix_query(keys::user_pk(user), keys::LEDGER_PREFIX)
             .scan_index_forward(false)
             .limit(limit.clamp(1, 100));
         if let Some(after) = after.filter(|tx| tx.user == user) {
@@ -59,15 +51,7 @@ impl Store {
 
     /// Every entry of the user, oldest first (consistent reads).
     pub async fn ledger_entries(&self, user: UserId) -> Result<Vec<LedgerEntry>, StoreError> {
-        let query = self
-            .client
-            .query()
-            .table_name(self.table())
-            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-            .expression_attribute_names("#pk", keys::PK)
-            .expression_attribute_names("#sk", keys::SK)
-            .expression_attribute_values(":pk", s(keys::user_pk(user)))
-            .expression_attribute_values(":prefix", s(keys::LEDGER_PREFIX))
+        let query = self.prefix_query(keys::user_pk(user), keys::LEDGER_PREFIX)
             .consistent_read(true);
         parse_entries(self.query_all(query).await?)
     }

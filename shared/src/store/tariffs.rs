@@ -27,15 +27,7 @@ impl Store {
 
     /// The whole catalog in display order, inactive tariffs included.
     pub async fn tariffs(&self) -> Result<Vec<Tariff>, StoreError> {
-        let query = self
-            .client
-            .query()
-            .table_name(self.table())
-            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-            .expression_attribute_names("#pk", keys::PK)
-            .expression_attribute_names("#sk", keys::SK)
-            .expression_attribute_values(":pk", s(keys::CATALOG_PK))
-            .expression_attribute_values(":prefix", s(keys::TARIFF_PREFIX));
+        let query = self.prefix_query(keys::CATALOG_PK.to_owned(), keys::TARIFF_PREFIX);
         let mut tariffs: Vec<Tariff> = self
             .query_all(query)
             .await?
