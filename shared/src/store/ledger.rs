@@ -1,7 +1,7 @@
 //! Reading the ledger: balances, history pages and audits.
 
 use super::balance::AccountRecord;
-use super::item::{Item, parse, s};
+use super::item::{Item, parse};
 use super::keys::{self, Key};
 use super::{Store, StoreError};
 use crate::domain::ledger::{self, AuditReport, LedgerEntry};

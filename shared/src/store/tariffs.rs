@@ -1,6 +1,6 @@
 //! The tariff catalog.
 
-use super::item::{parse, record, s};
+use super::item::{parse, record};
 use super::keys;
 use super::{Store, StoreError};
 use crate::domain::TariffId;
