@@ -11,10 +11,14 @@
 pub mod aws;
 pub mod clock;
 pub mod domain;
+pub mod payments;
+pub mod queue;
 pub mod resources;
 pub mod secrets;
 pub mod store;
+pub mod telegram;
 pub mod telemetry;
+pub mod text;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use store::Store;

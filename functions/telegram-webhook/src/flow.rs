@@ -19,6 +19,9 @@ use tokenbill::domain::{Currency, IdempotencyKey, TariffId, Tokens, TxId, UserId
 use tokenbill::store::keys::{self, Key};
 use tokenbill::store::{BalanceRequest, ClaimMode, NewInvoice, StoreError, UserChange, UserView};
 
+use tokenbill::domain::notification::NotificationId;
+use tokenbill::payments::stars::{self, PreCheckoutRefusal};
+
 use crate::callback::Callback;
 use crate::screens::{self, Screen};
 use crate::texts::{escape, promo_rejection, texts};
@@ -41,6 +44,8 @@ pub(crate) struct Ctx {
     pub update_id: u32,
     pub mode: ClaimMode,
     pub marked: bool,
+    /// Calls to make before the button's answer (a Stars invoice).
+    pub also: Vec<Reply>,
 }
 
 impl Ctx {
@@ -126,6 +131,26 @@ impl Webhook {
     /// `None`: nothing to do (edits, channel posts, stickers...).
     pub(crate) fn plan(&self, update: &Update) -> Option<Plan> {
         match &update.kind {
+            UpdateKind::Message(message) if message.successful_payment().is_some() => {
+                let payment = message.successful_payment()?;
+                Some(Plan {
+                    mode: ClaimMode::Lease,
+                    user: registration(message.from.as_ref()?)?.id,
+                    extra: stars::invoice_id(&payment.invoice_payload)
+                        .map(|id| keys::invoice(&id))
+                        .into_iter()
+                        .collect(),
+                })
+            }
+            UpdateKind::PreCheckoutQuery(query) => Some(Plan {
+                // Only an answer: a redelivery need not answer again.
+                mode: ClaimMode::Done,
+                user: registration(&query.from)?.id,
+                extra: stars::invoice_id(&query.invoice_payload)
+                    .map(|id| keys::invoice(&id))
+                    .into_iter()
+                    .collect(),
+            }),
             UpdateKind::Message(message) => {
                 let (from, text) = (message.from.as_ref()?, message.text()?);
                 if !message.chat.is_private() {
@@ -185,6 +210,10 @@ impl Webhook {
     pub(crate) async fn dispatch(&self, update: Update, plan: Plan, ctx: &mut Ctx) -> Result<Vec<Reply>, StoreError> {
         let view = self.store.user_view(plan.user, plan.extra).await?;
         match update.kind {
+            UpdateKind::Message(message) if message.successful_payment().is_some() => {
+                self.on_successful_payment(message, &view, ctx).await
+            }
+            UpdateKind::PreCheckoutQuery(query) => Ok(vec![self.on_pre_checkout(query, &view)?]),
             UpdateKind::Message(message) => self.on_message(message, &view, ctx).await,
             UpdateKind::CallbackQuery(query) => self.on_callback(query, &view, ctx).await,
             UpdateKind::MyChatMember(member) => self.on_membership(member, &view, ctx).await,
@@ -406,10 +435,10 @@ impl Webhook {
         let (user, _) = user_or_new(view, &registration);
         let target = Target::Message(chat, message);
         let (screen, note) = self.callback_screen(&user, &registration, callback, view, ctx).await?;
-        Ok(match screen {
-            Some(screen) => vec![target.show(screen), answer(note.as_deref())],
-            None => vec![answer(note.as_deref())],
-        })
+        let mut replies: Vec<Reply> = screen.map(|screen| target.show(screen)).into_iter().collect();
+        replies.append(&mut ctx.also);
+        replies.push(answer(note.as_deref()));
+        Ok(replies)
     }
 
     /// The screen a button leads to, and a short note for the button's answer.
@@ -627,16 +656,110 @@ impl Webhook {
             let text = t.free_purchase_done.replace("{tokens}", &tokens.to_string());
             return Ok((Some(screens::with_menu(language, text)), None));
         }
+        let base = self.config.public_base_url.trim_end_matches('/');
         let url = match provider {
-            Provider::Mock => {
-                let base = self.config.public_base_url.trim_end_matches('/');
-                format!("{base}/payments/mock/checkout/{}", invoice.id)
-                    .parse::<url::Url>()
-                    .ok()
+            Provider::Mock => format!("{base}/payments/mock/checkout/{}", invoice.id)
+                .parse::<url::Url>()
+                .ok(),
+            Provider::Robokassa => format!("{base}/payments/robokassa/pay/{}", invoice.id)
+                .parse::<url::Url>()
+                .ok(),
+            Provider::TelegramStars => {
+                ctx.also.push(Reply::StarsInvoice {
+                    chat: ChatId(user.id.get()),
+                    title: invoice.title.get(language).chars().take(32).collect(),
+                    description: t.stars_invoice_description.replace(
+                        "{tokens}",
+                        &(invoice.tokens.get() + invoice.bonus_tokens.get()).to_string(),
+                    ),
+                    payload: invoice.id.to_string(),
+                    stars: stars::stars_due(&invoice)?,
+                });
+                None
             }
-            _ => None,
+            Provider::Free => None,
         };
         Ok((Some(screens::invoice(language, &invoice, url)), None))
+    }
+
+    /// Answers Telegram's last check before a Stars payment: the invoice
+    /// must be pending, the payer's, and for exactly the amount due.
+    fn on_pre_checkout(
+        &self,
+        query: teloxide_core::types::PreCheckoutQuery,
+        view: &UserView,
+    ) -> Result<Reply, StoreError> {
+        let language = view.user.as_ref().map_or_else(
+            || Language::from_telegram(query.from.language_code.as_deref()),
+            |u| u.language,
+        );
+        let invoice = match stars::invoice_id(&query.invoice_payload) {
+            Some(id) => view.invoice(&id)?,
+            None => None,
+        };
+        let payer = registration(&query.from).map(|r| r.id);
+        let verdict = match payer {
+            Some(payer) => stars::check_pre_checkout(
+                invoice.as_ref(),
+                payer,
+                &query.currency,
+                query.total_amount,
+                self.store.now(),
+            ),
+            None => Err(PreCheckoutRefusal::UnknownInvoice),
+        };
+        if let Err(refusal) = verdict {
+            tracing::info!(payload = %query.invoice_payload, ?refusal, "pre-checkout refused");
+        }
+        Ok(Reply::PreCheckout {
+            id: query.id,
+            refusal: verdict.err().map(|refusal| refusal.message(language).to_owned()),
+        })
+    }
+
+    /// Credits a Stars payment once, in one transaction with the update's
+    /// done-mark; the user is told by the notifier.
+    async fn on_successful_payment(
+        &self,
+        message: Message,
+        view: &UserView,
+        ctx: &mut Ctx,
+    ) -> Result<Vec<Reply>, StoreError> {
+        let Some(payment) = message.successful_payment() else {
+            return Ok(Vec::new());
+        };
+        let proof = stars::proof(
+            &payment.invoice_payload,
+            &payment.currency,
+            payment.total_amount,
+            &payment.telegram_payment_charge_id.0,
+        )?;
+        let Some(invoice) = view.invoice(&proof.invoice_id)? else {
+            // Money arrived for an invoice we do not know: keep the evidence.
+            tracing::error!(payload = %payment.invoice_payload, charge = %payment.telegram_payment_charge_id.0,
+                "Stars payment for an unknown invoice");
+            return Ok(Vec::new());
+        };
+        let extra = if invoice.status == InvoiceStatus::Paid {
+            Vec::new()
+        } else {
+            ctx.mark(self)?
+        };
+        match self.store.confirm_payment_of(invoice, &proof, extra).await {
+            Ok(paid) => {
+                tracing::info!(invoice = %paid.invoice.id, replayed = paid.replayed, "Stars payment credited");
+                if let Some(queue) = &self.queue {
+                    queue.publish_or_log(&[NotificationId::payment(&paid.invoice.id)]).await;
+                }
+            }
+            Err(StoreError::Domain(mismatch @ tokenbill::domain::DomainError::PaymentMismatch { .. })) => {
+                ctx.marked = false;
+                tracing::error!(error = %mismatch, charge = %payment.telegram_payment_charge_id.0,
+                    "Stars payment does not match its invoice; not credited");
+            }
+            Err(err) => return Err(err),
+        }
+        Ok(Vec::new())
     }
 
     async fn on_membership(

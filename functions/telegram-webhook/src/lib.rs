@@ -14,11 +14,14 @@ use http::{HeaderMap, Response, StatusCode};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use teloxide_core::Bot;
-use teloxide_core::payloads::{AnswerCallbackQuery, EditMessageText, SendMessage};
+use teloxide_core::payloads::{AnswerCallbackQuery, AnswerPreCheckoutQuery, EditMessageText, SendInvoice, SendMessage};
 use teloxide_core::requests::{JsonRequest, Payload};
-use teloxide_core::types::{CallbackQueryId, ChatId, InlineKeyboardMarkup, MessageId, ParseMode, Update};
+use teloxide_core::types::{
+    CallbackQueryId, ChatId, InlineKeyboardMarkup, LabeledPrice, MessageId, ParseMode, PreCheckoutQueryId, Update,
+};
 use tokenbill::domain::invoice::Provider;
 use tokenbill::domain::tariff::Tariff;
+use tokenbill::queue::NotificationQueue;
 use tokenbill::store::{Claim, ClaimMode, Store, StoreError};
 use tokio::sync::Mutex;
 
@@ -112,6 +115,19 @@ pub enum Reply {
         id: CallbackQueryId,
         text: Option<String>,
     },
+    /// A Telegram Stars invoice for one of our invoices (`payload` is its id).
+    StarsInvoice {
+        chat: ChatId,
+        title: String,
+        description: String,
+        payload: String,
+        stars: u32,
+    },
+    /// The answer to a `pre_checkout_query`: `None` accepts it.
+    PreCheckout {
+        id: PreCheckoutQueryId,
+        refusal: Option<String>,
+    },
 }
 
 impl Reply {
@@ -140,6 +156,25 @@ impl Reply {
                 payload.text = text;
                 Call::Answer(payload)
             }
+            Reply::StarsInvoice {
+                chat,
+                title,
+                description,
+                payload,
+                stars,
+            } => Call::Invoice(Box::new(SendInvoice::new(
+                chat,
+                title,
+                description,
+                payload,
+                tokenbill::payments::stars::CURRENCY,
+                [LabeledPrice::new("Tokens", stars)],
+            ))),
+            Reply::PreCheckout { id, refusal } => {
+                let mut payload = AnswerPreCheckoutQuery::new(id, refusal.is_none());
+                payload.error_message = refusal;
+                Call::PreCheckout(payload)
+            }
         }
     }
 
@@ -156,6 +191,8 @@ impl Reply {
             Call::Send(payload) => with_method(&payload),
             Call::Edit(payload) => with_method(&payload),
             Call::Answer(payload) => with_method(&payload),
+            Call::Invoice(payload) => with_method(payload.as_ref()),
+            Call::PreCheckout(payload) => with_method(&payload),
         }
     }
 }
@@ -164,6 +201,8 @@ enum Call {
     Send(SendMessage),
     Edit(EditMessageText),
     Answer(AnswerCallbackQuery),
+    Invoice(Box<SendInvoice>),
+    PreCheckout(AnswerPreCheckoutQuery),
 }
 
 pub struct Webhook {
@@ -171,6 +210,8 @@ pub struct Webhook {
     bot: Bot,
     config: Arc<BotConfig>,
     catalog: Mutex<Option<(Instant, Vec<Tariff>)>>,
+    /// Where committed notifications (a Stars payment's) are published.
+    queue: Option<NotificationQueue>,
 }
 
 impl Webhook {
@@ -180,7 +221,15 @@ impl Webhook {
             bot,
             config: Arc::new(config),
             catalog: Mutex::new(None),
+            queue: None,
         }
+    }
+
+    /// Publishes committed notifications to `queue` (without one, the
+    /// outbox sweep publishes them).
+    pub fn with_queue(mut self, queue: NotificationQueue) -> Self {
+        self.queue = Some(queue);
+        self
     }
 
     /// Handles one HTTP request from Telegram.
@@ -236,6 +285,7 @@ impl Webhook {
             update_id,
             mode,
             marked: false,
+            also: Vec::new(),
         };
         let mut replies = match self.dispatch(update, plan, &mut ctx).await {
             Ok(replies) => replies,
@@ -286,6 +336,8 @@ impl Webhook {
             Call::Send(payload) => JsonRequest::new(bot, payload).await.map(drop),
             Call::Edit(payload) => JsonRequest::new(bot, payload).await.map(drop),
             Call::Answer(payload) => JsonRequest::new(bot, payload).await.map(drop),
+            Call::Invoice(payload) => JsonRequest::new(bot, *payload).await.map(drop),
+            Call::PreCheckout(payload) => JsonRequest::new(bot, payload).await.map(drop),
         };
         if let Err(err) = result {
             tracing::warn!(error = %err, "Bot API call failed");
@@ -314,18 +366,7 @@ fn respond(status: StatusCode, body: Value) -> Response<String> {
         .expect("a status and a JSON body always make a response")
 }
 
-/// The Bot API client for `token`; `TELEGRAM_API_URL` points it elsewhere
-/// (the local runner's fake Telegram, tests).
-pub fn bot(token: String) -> Result<Bot, String> {
-    let bot = Bot::new(token);
-    match std::env::var("TELEGRAM_API_URL") {
-        Ok(url) => Ok(bot.set_api_url(
-            url.parse()
-                .map_err(|_| format!("TELEGRAM_API_URL {url:?} is not a URL"))?,
-        )),
-        Err(_) => Ok(bot),
-    }
-}
+pub use tokenbill::telegram::bot;
 
 /// The secrets the bot needs (see [`tokenbill::secrets`]).
 pub const SECRETS: [&str; 2] = ["TELEGRAM_WEBHOOK_SECRET", "TELEGRAM_BOT_TOKEN"];

@@ -8,7 +8,7 @@ use tokenbill::domain::pricing::Quote;
 use tokenbill::domain::subscription::{Subscription, SubscriptionStatus};
 use tokenbill::domain::tariff::{Tariff, TariffKind};
 use tokenbill::domain::user::Language;
-use tokenbill::domain::{Balance, Currency, Money};
+use tokenbill::domain::{Balance, Currency};
 
 use crate::callback::Callback;
 use crate::texts::{Texts, escape, texts};
@@ -42,14 +42,7 @@ fn menu_row(t: &Texts) -> Vec<InlineKeyboardButton> {
     vec![button(t.to_menu, Callback::Menu)]
 }
 
-/// Money as people read it: `99 ₽`, `50 ⭐`.
-pub fn money(amount: &Money) -> String {
-    let number = amount.amount().normalize();
-    match amount.currency() {
-        Currency::Rub => format!("{number} ₽"),
-        Currency::Xtr => format!("{number} ⭐"),
-    }
-}
+pub use tokenbill::text::money;
 
 fn date(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d").to_string()

@@ -4,35 +4,7 @@
 use tokenbill::domain::promo::PromoRejection;
 use tokenbill::domain::user::Language;
 
-/// Telegram's limit on a message's text.
-pub const MAX_MESSAGE_CHARS: usize = 4096;
-
-/// Escapes text for Telegram's HTML parse mode.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            // Control characters other than newlines and tabs are dropped.
-            c if c.is_control() && c != '\n' && c != '\t' => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Cuts a message to Telegram's limit, on a character boundary.
-pub fn fit(text: String) -> String {
-    if text.chars().count() <= MAX_MESSAGE_CHARS {
-        return text;
-    }
-    let mut cut: String = text.chars().take(MAX_MESSAGE_CHARS - 1).collect();
-    cut.push('…');
-    cut
-}
+pub use tokenbill::text::{MAX_MESSAGE_CHARS, escape, fit};
 
 pub struct Texts {
     pub welcome: &'static str,
@@ -75,6 +47,7 @@ pub struct Texts {
     pub pay_stars: &'static str,
     pub tariff_gone: &'static str,
     pub invoice_created: &'static str,
+    pub stars_invoice_description: &'static str,
     pub invoice_expires: &'static str,
     pub open_payment: &'static str,
     pub provider_unavailable: &'static str,
@@ -169,6 +142,7 @@ static RU: Texts = Texts {
     pay_stars: "Telegram Stars: {amount}",
     tariff_gone: "Этот тариф больше не продаётся.",
     invoice_created: "Счёт на {amount} создан: {title}.",
+    stars_invoice_description: "{tokens} токенов на ваш баланс",
     invoice_expires: "Оплатите до {time} UTC.",
     open_payment: "Перейти к оплате",
     provider_unavailable: "Этот способ оплаты сейчас недоступен.",
@@ -232,6 +206,7 @@ static EN: Texts = Texts {
     pay_stars: "Telegram Stars: {amount}",
     tariff_gone: "This tariff is no longer on sale.",
     invoice_created: "An invoice for {amount} was created: {title}.",
+    stars_invoice_description: "{tokens} tokens for your balance",
     invoice_expires: "Please pay before {time} UTC.",
     open_payment: "Go to payment",
     provider_unavailable: "This payment method is not available right now.",

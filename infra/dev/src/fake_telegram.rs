@@ -107,7 +107,7 @@ async fn call(
     }
     inner.next_message_id += 1;
     let result = match method.as_str() {
-        "sendmessage" | "editmessagetext" => {
+        "sendmessage" | "editmessagetext" | "sendinvoice" => {
             let chat_id = params["chat_id"].as_i64().unwrap_or(0);
             json!({
                 "message_id": params["message_id"].as_i64().unwrap_or(inner.next_message_id),

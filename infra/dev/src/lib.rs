@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 pub mod fake_telegram;
+pub mod poller;
 
 use std::sync::Arc;
 

@@ -34,6 +34,9 @@ pub enum DomainError {
     RefundExceedsRemaining { remaining: Tokens, requested: Tokens },
     #[error("transaction {tx_id} ({kind}) cannot be refunded")]
     NotRefundable { tx_id: String, kind: &'static str },
+    /// A provider reported a payment that is not what the invoice asked for.
+    #[error("payment for invoice {invoice} does not match it: {reason}")]
+    PaymentMismatch { invoice: String, reason: String },
 }
 
 impl DomainError {

@@ -161,6 +161,26 @@ impl Invoice {
         Ok(transition)
     }
 
+    /// Checks a provider's report of a payment against what the invoice
+    /// asked for: the same provider, currency and amount, to the kopeck.
+    pub fn check_payment(&self, provider: Provider, paid: &Money) -> Result<(), DomainError> {
+        let mismatch = |reason: String| DomainError::PaymentMismatch {
+            invoice: self.id.to_string(),
+            reason,
+        };
+        if provider != self.provider {
+            return Err(mismatch(format!(
+                "paid through {}, issued for {}",
+                provider.as_str(),
+                self.provider.as_str()
+            )));
+        }
+        if paid.currency() != self.amount_due.currency() || paid.amount() != self.amount_due.amount() {
+            return Err(mismatch(format!("paid {paid}, due {}", self.amount_due)));
+        }
+        Ok(())
+    }
+
     pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
         self.status == InvoiceStatus::Pending && now >= self.expires_at
     }
@@ -190,6 +210,59 @@ mod tests {
                     (got, want) => panic!("{from:?} on {event:?}: got {got:?}, want {want:?}"),
                 }
             }
+        }
+    }
+
+    fn invoice(provider: Provider, due: &str) -> Invoice {
+        let now = Utc::now();
+        let rub = |a: &str| Money::parse(a, crate::domain::Currency::Rub).unwrap();
+        Invoice {
+            id: InvoiceId::new("inv").unwrap(),
+            user: crate::domain::UserId::new(1).unwrap(),
+            tariff_id: TariffId::new("pack").unwrap(),
+            title: Localized {
+                ru: "т".into(),
+                en: "t".into(),
+            },
+            tokens: Tokens::new(10).unwrap(),
+            bonus_tokens: Tokens::ZERO,
+            price: rub(due),
+            discount: rub("0"),
+            amount_due: rub(due),
+            provider,
+            promo_code: None,
+            promo_reserved: false,
+            status: Pending,
+            paid_late: false,
+            created_at: now,
+            expires_at: now,
+            paid_at: None,
+            provider_ref: None,
+        }
+    }
+
+    #[test]
+    fn a_payment_must_match_the_invoice_exactly() {
+        let rub = |a: &str| Money::parse(a, crate::domain::Currency::Rub).unwrap();
+        let due = invoice(Provider::Robokassa, "199.00");
+        assert!(due.check_payment(Provider::Robokassa, &rub("199")).is_ok());
+        assert!(due.check_payment(Provider::Robokassa, &rub("199.000000")).is_ok());
+        for (provider, paid) in [
+            (Provider::Robokassa, rub("198.99")),
+            (Provider::Robokassa, rub("199.01")),
+            (Provider::Mock, rub("199")),
+            (
+                Provider::Robokassa,
+                Money::parse("199", crate::domain::Currency::Xtr).unwrap(),
+            ),
+        ] {
+            assert!(
+                matches!(
+                    due.check_payment(provider, &paid),
+                    Err(DomainError::PaymentMismatch { .. })
+                ),
+                "{provider:?} {paid} must be refused"
+            );
         }
     }
 

@@ -5,6 +5,7 @@ pub mod ids;
 pub mod invoice;
 pub mod ledger;
 pub mod money;
+pub mod notification;
 pub mod pricing;
 pub mod promo;
 pub mod subscription;

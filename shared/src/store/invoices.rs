@@ -10,6 +10,7 @@ use super::keys;
 use super::{BalanceRequest, Receipt, Store, StoreError};
 use crate::domain::invoice::{Invoice, InvoiceEvent, InvoiceStatus, Provider};
 use crate::domain::ledger::CreditKind;
+use crate::domain::notification::{Message, Notification, NotificationId};
 use crate::domain::pricing;
 use crate::domain::promo::PromoCodeText;
 use crate::domain::{DomainError, IdempotencyKey, InvoiceId, TariffId, UserId};
@@ -36,6 +37,32 @@ pub struct InvoiceDraft {
     pub invoice: Invoice,
     items: Vec<TransactWriteItem>,
     slots: Option<super::promos::RedemptionSlots>,
+}
+
+/// A provider's proof that money arrived for an invoice, already verified
+/// (signature, replay window) by the provider's adapter.
+#[derive(Debug, Clone)]
+pub struct PaymentProof {
+    pub invoice_id: InvoiceId,
+    pub provider: Provider,
+    pub amount: crate::domain::Money,
+    /// The provider's id of the payment (Robokassa `InvId`, Stars charge id...).
+    pub provider_ref: Option<String>,
+}
+
+/// The message a paid invoice sends its user.
+fn payment_notification(invoice: &Invoice, tokens: crate::domain::Tokens, now: DateTime<Utc>) -> Notification {
+    Notification::new(
+        NotificationId::payment(&invoice.id),
+        invoice.user,
+        Message::PaymentReceived {
+            invoice_id: invoice.id.clone(),
+            title: invoice.title.clone(),
+            tokens,
+            amount: invoice.amount_due,
+        },
+        now,
+    )
 }
 
 /// The outcome of a confirmed payment.
@@ -208,14 +235,69 @@ impl Store {
         })
     }
 
+    /// Credits a payment a provider proved, exactly once: the proof is
+    /// checked against the invoice (provider, currency, amount to the
+    /// kopeck), then [`Store::pay_invoice_with`] commits it. `extra` items
+    /// join the same transaction (the bot's update mark).
+    pub async fn confirm_payment(
+        &self,
+        proof: &PaymentProof,
+        extra: Vec<TransactWriteItem>,
+    ) -> Result<Payment, StoreError> {
+        let invoice = self.existing_invoice(&proof.invoice_id).await?;
+        self.confirm_payment_of(invoice, proof, extra).await
+    }
+
+    /// [`Store::confirm_payment`] for an invoice the caller has just read
+    /// (consistently), saving a read.
+    pub async fn confirm_payment_of(
+        &self,
+        invoice: Invoice,
+        proof: &PaymentProof,
+        extra: Vec<TransactWriteItem>,
+    ) -> Result<Payment, StoreError> {
+        if invoice.id != proof.invoice_id {
+            return Err(StoreError::NotFound {
+                what: format!("invoice {}", proof.invoice_id),
+            });
+        }
+        invoice.check_payment(proof.provider, &proof.amount)?;
+        self.pay_loaded_invoice(Some(invoice), &proof.invoice_id, proof.provider_ref.clone(), extra)
+            .await
+    }
+
+    /// [`Store::pay_invoice_with`] with nothing else in the transaction.
+    pub async fn pay_invoice(&self, id: &InvoiceId, provider_ref: Option<String>) -> Result<Payment, StoreError> {
+        self.pay_invoice_with(id, provider_ref, Vec::new()).await
+    }
+
     /// Credits a confirmed payment exactly once: the invoice turns paid, the
     /// tokens (with any promo bonus) are credited with their ledger entry,
-    /// and the promo redemption is consumed — all in one transaction.
-    /// Repeats answer with the first payment. A payment confirmed after the
-    /// invoice expired or was cancelled is still credited, marked late.
-    pub async fn pay_invoice(&self, id: &InvoiceId, provider_ref: Option<String>) -> Result<Payment, StoreError> {
+    /// the promo redemption is consumed and the user's notification is put
+    /// in the outbox — all in one transaction. Repeats answer with the
+    /// first payment. A payment confirmed after the invoice expired or was
+    /// cancelled is still credited, marked late.
+    pub async fn pay_invoice_with(
+        &self,
+        id: &InvoiceId,
+        provider_ref: Option<String>,
+        extra: Vec<TransactWriteItem>,
+    ) -> Result<Payment, StoreError> {
+        self.pay_loaded_invoice(None, id, provider_ref, extra).await
+    }
+
+    async fn pay_loaded_invoice(
+        &self,
+        mut loaded: Option<Invoice>,
+        id: &InvoiceId,
+        provider_ref: Option<String>,
+        extra: Vec<TransactWriteItem>,
+    ) -> Result<Payment, StoreError> {
         for _ in 0..ATTEMPTS {
-            let invoice = self.existing_invoice(id).await?;
+            let invoice = match loaded.take() {
+                Some(invoice) => invoice,
+                None => self.existing_invoice(id).await?,
+            };
             let key = IdempotencyKey::new(format!("invoice:{id}"))?;
             let tokens = invoice.tokens.checked_add(invoice.bonus_tokens)?;
             let mut request = BalanceRequest::credit(invoice.user, CreditKind::Purchase, tokens, key)
@@ -223,12 +305,14 @@ impl Store {
                 .description(invoice.title.en.clone());
             let mut paid = invoice.clone();
             if invoice.status != InvoiceStatus::Paid {
-                paid.apply(InvoiceEvent::PaymentConfirmed, self.now())?;
+                let now = self.now();
+                paid.apply(InvoiceEvent::PaymentConfirmed, now)?;
                 paid.provider_ref = provider_ref.clone().or(invoice.provider_ref.clone());
                 paid.promo_reserved = false;
                 request = request.with_item(self.put_invoice(&paid, Some(invoice.status))?);
                 request = request.with_item(self.count_paid_invoice(invoice.user, false)?);
                 request = request.with_item(self.count_paid_invoice_today()?);
+                request = request.with_item(self.notification_item(&payment_notification(&paid, tokens, now))?);
                 if let Some(code) = &invoice.promo_code {
                     if invoice.promo_reserved {
                         request = request.with_item(self.consume_redemption(code)?);
@@ -245,6 +329,7 @@ impl Store {
                             .extend(self.take_redemption(&promo, invoice.user, true, false, false)?.0);
                     }
                 }
+                request.extra.extend(extra.iter().cloned());
             }
             match self.apply(request).await {
                 Ok(applied) => {
@@ -267,6 +352,37 @@ impl Store {
         Err(StoreError::Contention {
             what: format!("invoice {id}"),
         })
+    }
+
+    /// Saves the provider's reference for a pending invoice (a Robokassa
+    /// `InvId` allocated when the user opens the payment page), once: the
+    /// reference already saved is returned if there is one.
+    pub async fn set_provider_ref(&self, id: &InvoiceId, provider_ref: &str) -> Result<Invoice, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(keys::invoice(id).to_item()))
+            .update_expression("SET #ref = :ref")
+            .condition_expression("attribute_exists(#pk) AND (attribute_not_exists(#ref) OR #ref = :null)")
+            .expression_attribute_names("#pk", keys::PK)
+            .expression_attribute_names("#ref", "provider_ref")
+            .expression_attribute_values(":ref", s(provider_ref))
+            .expression_attribute_values(":null", AttributeValue::Null(true))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => parse("invoice", output.attributes.unwrap_or_default()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                self.existing_invoice(id).await
+            }
+            Err(err) => Err(StoreError::from_sdk("UpdateItem", err)),
+        }
     }
 
     /// The user gives up on a pending invoice; its promo redemption returns.

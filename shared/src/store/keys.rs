@@ -18,11 +18,14 @@
 //! | Telegram update seen | `TGUPDATE#<id>`  | `UPDATE`              |
 //! | stats: all time      | `STATS#TOTAL`    | `TOTAL`               |
 //! | stats: one day       | `STATS#<date>`   | `DAY`, `SHARD#<nn>`   |
+//! | notification (outbox)| `NOTIFY#<id>`    | `NOTIFICATION`        |
 //!
 //! Secondary keys: invoices carry `gsi1pk = USER#<id>`, `gsi1sk =
 //! INVOICE#<created>` (a user's invoices) and, while pending,
 //! `due_pk = INVOICE_EXPIRY`, `due_at = <expiry epoch s>`; promo codes carry
-//! `gsi1pk = PROMOS`, `gsi1sk = <CODE>` (the list of codes).
+//! `gsi1pk = PROMOS`, `gsi1sk = <CODE>` (the list of codes); notifications
+//! carry, until delivered, `due_pk = OUTBOX`, `due_at = <epoch s>` (when to
+//! publish them again if no notifier has delivered them by then).
 
 use std::collections::HashMap;
 
@@ -147,6 +150,13 @@ pub fn pending_promo(user: UserId) -> Key {
 
 pub fn subscription(user: UserId) -> Key {
     Key::new(user_pk(user), "SUBSCRIPTION")
+}
+
+/// The `due` index partition of notifications not yet delivered.
+pub const OUTBOX_DUE: &str = "OUTBOX";
+
+pub fn notification(id: &crate::domain::notification::NotificationId) -> Key {
+    Key::new(format!("NOTIFY#{id}"), "NOTIFICATION")
 }
 
 pub fn stats_total() -> Key {

@@ -35,7 +35,8 @@ impl Store {
 
     /// Up to `limit` entries, newest first, starting after `after`.
     pub async fn ledger_page(&self, user: UserId, after: Option<TxId>, limit: i32) -> Result<LedgerPage, StoreError> {
-        let mut query = self.prefix_query(keys::user_pk(user), keys::LEDGER_PREFIX)
+        let mut query = self
+            .prefix_query(keys::user_pk(user), keys::LEDGER_PREFIX)
             .scan_index_forward(false)
             .limit(limit.clamp(1, 100));
         if let Some(after) = after.filter(|tx| tx.user == user) {
@@ -51,7 +52,8 @@ impl Store {
 
     /// Every entry of the user, oldest first (consistent reads).
     pub async fn ledger_entries(&self, user: UserId) -> Result<Vec<LedgerEntry>, StoreError> {
-        let query = self.prefix_query(keys::user_pk(user), keys::LEDGER_PREFIX)
+        let query = self
+            .prefix_query(keys::user_pk(user), keys::LEDGER_PREFIX)
             .consistent_read(true);
         parse_entries(self.query_all(query).await?)
     }

@@ -7,6 +7,7 @@ mod invoices;
 pub mod item;
 pub mod keys;
 mod ledger;
+mod notifications;
 mod promos;
 mod stats;
 mod subscriptions;
@@ -22,8 +23,9 @@ use aws_sdk_dynamodb::Client;
 
 pub use balance::{Applied, BalanceRequest, Receipt};
 pub use error::StoreError;
-pub use invoices::{DEFAULT_INVOICE_TTL, InvoiceDraft, NewInvoice, Payment};
+pub use invoices::{DEFAULT_INVOICE_TTL, InvoiceDraft, NewInvoice, Payment, PaymentProof};
 pub use ledger::LedgerPage;
+pub use notifications::{NotificationClaim, REPUBLISH_AFTER};
 pub use stats::DailyStats;
 pub use updates::{Claim, ClaimMode, UPDATE_LEASE};
 pub use users::UserChange;

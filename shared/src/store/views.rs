@@ -46,6 +46,13 @@ impl UserView {
         self.get(&keys::tariff(id), "tariff")
     }
 
+    pub fn invoice(
+        &self,
+        id: &crate::domain::InvoiceId,
+    ) -> Result<Option<crate::domain::invoice::Invoice>, StoreError> {
+        self.get(&keys::invoice(id), "invoice")
+    }
+
     pub fn other_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
         self.get(&keys::profile(id), "user")
     }

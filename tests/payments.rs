@@ -1,0 +1,386 @@
+//! Payments end to end against DynamoDB Local, moto's SQS and a fake Bot
+//! API: the mock provider's callbacks and checkout, Telegram Stars through
+//! the bot webhook, exactly-once crediting under concurrency and faults,
+//! and the notifier that tells the user.
+
+use chrono::Utc;
+use futures::future::join_all;
+use notifier::Notifier;
+use payment_webhook::{PaymentConfig, PaymentWebhook};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use tokenbill::Store;
+use tokenbill::domain::InvoiceId;
+use tokenbill::domain::invoice::{Invoice, InvoiceStatus, Provider};
+use tokenbill::domain::notification::{Delivery, NotificationId};
+use tokenbill::payments::mock::{MockEvent, MockEventKind, MockProvider};
+use tokenbill::queue::NotificationQueue;
+use tokenbill::store::NewInvoice;
+use tokenbill_dev::fake_telegram::{Failure, FakeTelegram};
+use tokenbill_dev::poller::drain;
+use tokenbill_tests::faults::{DynamoFaults, faulty_store};
+use tokenbill_tests::{register, seed_catalog, sqs, unique_name, user};
+
+const MOCK_SECRET: &str = "mock-secret-for-tests-0123";
+
+struct Shop {
+    store: Store,
+    payments: PaymentWebhook,
+    queue: NotificationQueue,
+    notifier: Notifier,
+    telegram: FakeTelegram,
+    faults: DynamoFaults,
+    sqs: aws_sdk_sqs::Client,
+}
+
+async fn shop() -> Shop {
+    let faults = DynamoFaults::default();
+    let store = faulty_store(&faults).await;
+    seed_catalog(&store).await;
+    let sqs = sqs().await;
+    let prefix = unique_name("q");
+    let queues = tokenbill::resources::create_queues(&sqs, &prefix).await.unwrap();
+    let url = queues
+        .iter()
+        .find(|(id, _)| *id == "NotificationQueue")
+        .map(|(_, url)| url.clone())
+        .unwrap();
+    let queue = NotificationQueue::new(sqs.clone(), url.clone());
+    let config = PaymentConfig::from_lookup(|name| match name {
+        "MOCK_PROVIDER_SECRET" => Some(MOCK_SECRET.into()),
+        "TELEGRAM_BOT_USERNAME" => Some("TokenbillBot".into()),
+        _ => None,
+    })
+    .unwrap();
+    let telegram = FakeTelegram::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(telegram.clone().serve(listener));
+    let bot = teloxide_core::Bot::new("123:TEST").set_api_url(api.parse().unwrap());
+    Shop {
+        payments: PaymentWebhook::new(store.clone(), queue.clone(), config),
+        notifier: Notifier::new(store.clone(), bot, sqs.clone(), url),
+        sqs,
+        store,
+        queue,
+        telegram,
+        faults,
+    }
+}
+
+impl Shop {
+    async fn invoice(&self, id: i64, provider: Provider) -> Invoice {
+        register(&self.store, id).await;
+        let order = NewInvoice {
+            user: user(id),
+            tariff_id: tokenbill::domain::TariffId::new("pack_100").unwrap(),
+            provider,
+            promo: None,
+        };
+        self.store
+            .create_invoice(order, chrono::Duration::hours(1))
+            .await
+            .unwrap()
+    }
+
+    async fn request(&self, method: &str, uri: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+        let mut request = http::Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = self.payments.handle(request.body(body.to_vec()).unwrap()).await;
+        (response.status().as_u16(), response.body().clone())
+    }
+
+    async fn mock_callback(&self, header: &str, body: &[u8]) -> (u16, String) {
+        self.request("POST", "/payments/mock/callback", &[("Mock-Signature", header)], body)
+            .await
+    }
+
+    async fn available(&self, id: i64) -> u64 {
+        self.store.balance(user(id)).await.unwrap().0.available.get()
+    }
+
+    /// Runs the notifier over everything queued; returns the messages sent.
+    async fn deliver(&self) -> Vec<Value> {
+        drain(&self.sqs, self.queue.url(), &self.notifier).await.unwrap();
+        self.telegram
+            .take_calls()
+            .into_iter()
+            .filter(|c| c.method == "sendmessage")
+            .map(|c| c.params)
+            .collect()
+    }
+}
+
+fn event(invoice: &Invoice, kind: MockEventKind, amount: Decimal) -> MockEvent {
+    MockEvent {
+        event: kind,
+        invoice_id: invoice.id.clone(),
+        payment_id: format!("pay_{}", invoice.id),
+        amount,
+        currency: "RUB".into(),
+        recurring: false,
+    }
+}
+
+fn provider() -> MockProvider {
+    MockProvider::new(MOCK_SECRET).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_mock_callbacks_credit_once_and_notify_once() {
+    let shop = shop().await;
+    let invoice = shop.invoice(1, Provider::Mock).await;
+    let (header, body) = provider().callback(
+        &event(&invoice, MockEventKind::Succeeded, invoice.amount_due.amount()),
+        Utc::now(),
+    );
+    let answers = join_all((0..50).map(|_| shop.mock_callback(&header, &body))).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(serde_json::from_str::<Value>(body).unwrap()["status"], "credited");
+    }
+    assert_eq!(shop.available(1).await, 100);
+    assert!(shop.store.audit(user(1)).await.unwrap().is_ok());
+    let paid = shop.store.invoice(&invoice.id).await.unwrap().unwrap();
+    assert_eq!(paid.status, InvoiceStatus::Paid);
+    assert_eq!(
+        paid.provider_ref.as_deref(),
+        Some(format!("pay_{}", invoice.id).as_str())
+    );
+
+    let sent = shop.deliver().await;
+    assert_eq!(
+        sent.len(),
+        1,
+        "one message for one payment, however often it was reported: {sent:?}"
+    );
+    assert_eq!(sent[0]["chat_id"], 1);
+    let text = sent[0]["text"].as_str().unwrap();
+    assert!(text.contains("100") && text.contains("99 ₽"), "{text}");
+    let notification = shop
+        .store
+        .notification(&NotificationId::payment(&invoice.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(notification.delivery, Delivery::Sent);
+}
+
+#[tokio::test]
+async fn forged_stale_and_mismatched_mock_callbacks_credit_nothing() {
+    let shop = shop().await;
+    let invoice = shop.invoice(2, Provider::Mock).await;
+    let due = invoice.amount_due.amount();
+    let now = Utc::now();
+
+    let forger = MockProvider::new("not-the-shared-secret!!").unwrap();
+    let (header, body) = forger.callback(&event(&invoice, MockEventKind::Succeeded, due), now);
+    let (status, answer) = shop.mock_callback(&header, &body).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).unwrap()["error"]["code"],
+        "bad_signature"
+    );
+
+    let (header, body) = provider().callback(
+        &event(&invoice, MockEventKind::Succeeded, due),
+        now - chrono::Duration::minutes(10),
+    );
+    assert_eq!(
+        shop.mock_callback(&header, &body).await.0,
+        401,
+        "outside the replay window"
+    );
+
+    assert_eq!(shop.mock_callback("", &body).await.0, 401, "no signature");
+
+    let (header, body) = provider().callback(&event(&invoice, MockEventKind::Succeeded, due - Decimal::ONE), now);
+    let (status, answer) = shop.mock_callback(&header, &body).await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).unwrap()["error"]["code"],
+        "payment_mismatch"
+    );
+
+    let mut unknown = event(&invoice, MockEventKind::Succeeded, due);
+    unknown.invoice_id = InvoiceId::new("nosuchinvoice").unwrap();
+    let (header, body) = provider().callback(&unknown, now);
+    assert_eq!(shop.mock_callback(&header, &body).await.0, 404);
+
+    let (header, _) = provider().callback(&event(&invoice, MockEventKind::Succeeded, due), now);
+    assert_eq!(
+        shop.mock_callback(&header, b"{not json").await.0,
+        401,
+        "the signature covers the exact body"
+    );
+
+    assert_eq!(shop.available(2).await, 0);
+    let still = shop.store.invoice(&invoice.id).await.unwrap().unwrap();
+    assert_eq!(still.status, InvoiceStatus::Pending);
+    assert!(shop.deliver().await.is_empty());
+}
+
+#[tokio::test]
+async fn the_checkout_page_pays_and_declines() {
+    let shop = shop().await;
+    let declined = shop.invoice(3, Provider::Mock).await;
+    let uri = format!("/payments/mock/checkout/{}", declined.id);
+    let (status, page) = shop.request("GET", &uri, &[], b"").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("99 ₽") && page.contains("id=\"pay\"") && page.contains("100 tokens"),
+        "{page}"
+    );
+
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let (status, page) = shop.request("POST", &uri, &form, b"action=decline").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("declined"), "{page}");
+    assert_eq!(shop.available(3).await, 0);
+    let sent = shop.deliver().await;
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0]["text"].as_str().unwrap().contains("did not go through")
+            || sent[0]["text"].as_str().unwrap().contains("не прошла")
+    );
+
+    // Declined is not final: the same invoice can still be paid.
+    let (status, page) = shop.request("POST", &uri, &form, b"action=pay").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("succeeded") && page.contains("https://t.me/TokenbillBot"),
+        "{page}"
+    );
+    assert_eq!(shop.available(3).await, 100);
+    // Paying twice pays once.
+    shop.request("POST", &uri, &form, b"action=pay").await;
+    assert_eq!(shop.available(3).await, 100);
+    assert_eq!(shop.deliver().await.len(), 1);
+    let (_, page) = shop.request("GET", &uri, &[], b"").await;
+    assert!(page.contains("Already paid"), "{page}");
+
+    assert_eq!(shop.request("POST", &uri, &form, b"action=steal").await.0, 400);
+    assert_eq!(
+        shop.request("GET", "/payments/mock/checkout/nosuch", &[], b"").await.0,
+        404
+    );
+    assert_eq!(shop.request("GET", "/payments/elsewhere", &[], b"").await.0, 404);
+    let huge = vec![b'a'; payment_webhook::MAX_BODY + 1];
+    assert_eq!(shop.request("POST", "/payments/mock/callback", &[], &huge).await.0, 413);
+}
+
+#[tokio::test]
+async fn dynamodb_failing_mid_payment_is_retried_by_the_provider_and_completes_once() {
+    let shop = shop().await;
+    let invoice = shop.invoice(4, Provider::Mock).await;
+    let (header, body) = provider().callback(
+        &event(&invoice, MockEventKind::Succeeded, invoice.amount_due.amount()),
+        Utc::now(),
+    );
+    // The invoice read succeeds; the transaction (and the SDK's own retries) fail.
+    shop.faults.fail_after(1, 3);
+    let (status, answer) = shop.mock_callback(&header, &body).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).unwrap()["error"]["code"],
+        "unavailable"
+    );
+    assert_eq!(shop.available(4).await, 0);
+    // The provider retries: the payment completes, once.
+    assert_eq!(shop.mock_callback(&header, &body).await.0, 200);
+    assert_eq!(shop.mock_callback(&header, &body).await.0, 200);
+    assert_eq!(shop.available(4).await, 100);
+    assert!(shop.store.audit(user(4)).await.unwrap().is_ok());
+    assert_eq!(shop.deliver().await.len(), 1, "one notification arrives");
+}
+
+#[tokio::test]
+async fn the_notifier_waits_on_429_and_gives_up_on_blocked_users() {
+    let shop = shop().await;
+    let slow = shop.invoice(5, Provider::Mock).await;
+    let blocked = shop.invoice(6, Provider::Mock).await;
+    for invoice in [&slow, &blocked] {
+        shop.store.pay_invoice(&invoice.id, None).await.unwrap();
+    }
+    // Telegram throttles the first send; the user of the second blocked the bot.
+    shop.telegram.fail_next([Failure::TooManyRequests { retry_after: 1 }]);
+    shop.queue.publish(&[NotificationId::payment(&slow.id)]).await.unwrap();
+    let polled = drain(&shop.sqs, shop.queue.url(), &shop.notifier).await.unwrap();
+    assert_eq!((polled.received, polled.failed), (1, 1), "throttled: back to the queue");
+    let waiting = shop
+        .store
+        .notification(&NotificationId::payment(&slow.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(waiting.delivery, Delivery::Pending);
+    // After retry_after the message is visible again and goes out.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let sent = shop.deliver().await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["chat_id"], 5);
+
+    shop.telegram.fail_next([Failure::Blocked]);
+    shop.queue
+        .publish(&[NotificationId::payment(&blocked.id)])
+        .await
+        .unwrap();
+    let polled = drain(&shop.sqs, shop.queue.url(), &shop.notifier).await.unwrap();
+    assert_eq!(
+        (polled.received, polled.failed),
+        (1, 0),
+        "a blocked user's message is not retried"
+    );
+    let dropped = shop
+        .store
+        .notification(&NotificationId::payment(&blocked.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(dropped.delivery, Delivery::Dropped);
+    assert!(
+        !shop.store.user(user(6)).await.unwrap().unwrap().reachable,
+        "marked unreachable"
+    );
+    // Published again (say by the outbox sweep): nothing more is sent.
+    shop.queue
+        .publish(&[NotificationId::payment(&blocked.id)])
+        .await
+        .unwrap();
+    assert!(shop.deliver().await.is_empty());
+}
+
+#[tokio::test]
+async fn the_outbox_sweep_publishes_what_never_reached_the_queue() {
+    let shop = shop().await;
+    let clock = std::sync::Arc::new(tokenbill::ManualClock::new(Utc::now()));
+    let store = shop.store.clone().with_clock(clock.clone());
+    let invoice = shop.invoice(7, Provider::Mock).await;
+    // Paid, but the process died before publishing.
+    store.pay_invoice(&invoice.id, None).await.unwrap();
+    assert_eq!(
+        tokenbill::queue::republish_undelivered(&store, &shop.queue)
+            .await
+            .unwrap(),
+        0,
+        "not due yet"
+    );
+    clock.advance(tokenbill::store::REPUBLISH_AFTER + chrono::Duration::seconds(1));
+    assert_eq!(
+        tokenbill::queue::republish_undelivered(&store, &shop.queue)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(shop.deliver().await.len(), 1);
+    clock.advance(tokenbill::store::REPUBLISH_AFTER * 2);
+    assert_eq!(
+        tokenbill::queue::republish_undelivered(&store, &shop.queue)
+            .await
+            .unwrap(),
+        0,
+        "delivered notifications leave the outbox"
+    );
+}
