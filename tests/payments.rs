@@ -309,6 +309,7 @@ async fn the_notifier_waits_on_429_and_gives_up_on_blocked_users() {
     shop.queue.publish(&[NotificationId::payment(&slow.id)]).await.unwrap();
     let polled = drain(&shop.sqs, shop.queue.url(), &shop.notifier).await.unwrap();
     assert_eq!((polled.received, polled.failed), (1, 1), "throttled: back to the queue");
+    assert_eq!(shop.telegram.take_calls().len(), 1, "one attempt, refused");
     let waiting = shop
         .store
         .notification(&NotificationId::payment(&slow.id))
@@ -333,6 +334,7 @@ async fn the_notifier_waits_on_429_and_gives_up_on_blocked_users() {
         (1, 0),
         "a blocked user's message is not retried"
     );
+    assert_eq!(shop.telegram.take_calls().len(), 1, "one attempt, refused");
     let dropped = shop
         .store
         .notification(&NotificationId::payment(&blocked.id))
