@@ -126,6 +126,7 @@ async fn grant_and_show_user() {
 async fn dev_runner_prepares_the_stack_and_answers_health() {
     let store = fresh_store().await;
     let sqs = tokenbill_tests::sqs().await;
+    let queues = tokenbill_tests::unique_name("dev-");
     let steps = tokenbill_dev::prepare(&store, &sqs).await.unwrap();
     assert!(steps.iter().any(|s| s.contains("seeded 3 sample tariffs")), "{steps:?}");
     let again = tokenbill_dev::prepare(&store, &sqs).await.unwrap();
@@ -139,10 +140,10 @@ async fn dev_runner_prepares_the_stack_and_answers_health() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(tokenbill_dev::serve(
         listener,
-        tokenbill_dev::local_app(store.clone(), "http://127.0.0.1".into())
+        tokenbill_dev::local_app(store.clone(), sqs.clone(), &queues, "http://127.0.0.1".into())
             .await
             .unwrap()
-            .0,
+            .state,
         async {
             let _ = stopped.await;
         },
@@ -159,10 +160,10 @@ async fn dev_runner_prepares_the_stack_and_answers_health() {
     let broken_addr = listener.local_addr().unwrap();
     let broken_server = tokio::spawn(tokenbill_dev::serve(
         listener,
-        tokenbill_dev::local_app(broken, "http://127.0.0.1".into())
+        tokenbill_dev::local_app(broken, sqs.clone(), &queues, "http://127.0.0.1".into())
             .await
             .unwrap()
-            .0,
+            .state,
         std::future::pending(),
     ));
     let health = reqwest::get(format!("http://{broken_addr}/health")).await.unwrap();

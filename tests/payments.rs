@@ -386,3 +386,101 @@ async fn the_outbox_sweep_publishes_what_never_reached_the_queue() {
         "delivered notifications leave the outbox"
     );
 }
+
+/// What `make dev` serves: the checkout page over HTTP declines and pays,
+/// and the background poller delivers the notification to (fake) Telegram.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dev_runner_pays_through_the_checkout_page_and_notifies() {
+    let store = tokenbill_tests::fresh_store().await;
+    seed_catalog(&store).await;
+    let app = tokenbill_dev::local_app(
+        store.clone(),
+        sqs().await,
+        &unique_name("dev"),
+        "http://127.0.0.1".into(),
+    )
+    .await
+    .unwrap();
+    let telegram = app.telegram.clone().expect("no bot token in tests: a fake Telegram");
+    let background = app.spawn_background();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(tokenbill_dev::serve(listener, app.state, std::future::pending()));
+
+    register(&store, 9).await;
+    let order = |provider| NewInvoice {
+        user: user(9),
+        tariff_id: tokenbill::domain::TariffId::new("pack_100").unwrap(),
+        provider,
+        promo: None,
+    };
+    let declined = store
+        .create_invoice(order(Provider::Mock), chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let paid = store
+        .create_invoice(order(Provider::Mock), chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let checkout = |id: &InvoiceId| format!("http://{addr}/payments/mock/checkout/{id}");
+
+    let page = client.get(checkout(&paid.id)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("id=\"pay\""));
+
+    let answer = client
+        .post(checkout(&declined.id))
+        .form(&[("action", "decline")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(answer.text().await.unwrap().contains("declined"));
+    let answer = client
+        .post(checkout(&paid.id))
+        .form(&[("action", "pay")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(answer.text().await.unwrap().contains("succeeded"));
+
+    assert_eq!(store.balance(user(9)).await.unwrap().0.available.get(), 100);
+    let statuses = [
+        store.invoice(&declined.id).await.unwrap().unwrap().status,
+        store.invoice(&paid.id).await.unwrap().unwrap().status,
+    ];
+    assert_eq!(
+        statuses,
+        [InvoiceStatus::Pending, InvoiceStatus::Paid],
+        "declined stays payable"
+    );
+
+    // The poller hands the queued notifications to the notifier.
+    let mut texts = Vec::new();
+    for _ in 0..100 {
+        texts.extend(
+            telegram
+                .take_calls()
+                .into_iter()
+                .filter(|c| c.method == "sendmessage")
+                .map(|c| c.params["text"].as_str().unwrap_or_default().to_owned()),
+        );
+        if texts.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let declined_notice = store
+        .notification(&NotificationId::payment_declined(&declined.id))
+        .await
+        .unwrap();
+    assert_eq!(texts.len(), 2, "{texts:?} {declined_notice:?}");
+    assert!(
+        texts.iter().any(|t| t.contains("100")),
+        "the payment notice names the tokens: {texts:?}"
+    );
+    drop(background);
+    server.abort();
+}

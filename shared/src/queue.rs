@@ -37,6 +37,10 @@ impl NotificationQueue {
         Ok(Self::new(sqs, url))
     }
 
+    pub fn sqs(&self) -> &aws_sdk_sqs::Client {
+        &self.sqs
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

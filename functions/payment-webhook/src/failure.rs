@@ -10,7 +10,9 @@ use tokenbill::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
-    /// Unknown route or invoice.
+    /// No handler for this method and path.
+    NoRoute,
+    /// Unknown invoice (or other thing named in the request).
     NotFound(String),
     /// The caller could not prove it is the provider.
     BadSignature(String),
@@ -27,7 +29,7 @@ pub enum Failure {
 impl Failure {
     pub fn status(&self) -> StatusCode {
         match self {
-            Failure::NotFound(_) => StatusCode::NOT_FOUND,
+            Failure::NoRoute | Failure::NotFound(_) => StatusCode::NOT_FOUND,
             Failure::BadSignature(_) => StatusCode::UNAUTHORIZED,
             Failure::Malformed(_) => StatusCode::BAD_REQUEST,
             Failure::Mismatch(_) => StatusCode::CONFLICT,
@@ -40,6 +42,7 @@ impl Failure {
     /// Stable codes callers may match on.
     pub fn code(&self) -> &'static str {
         match self {
+            Failure::NoRoute => "no_route",
             Failure::NotFound(_) => "not_found",
             Failure::BadSignature(_) => "bad_signature",
             Failure::Malformed(_) => "malformed",
@@ -59,6 +62,7 @@ impl Failure {
             | Failure::Unavailable(m)
             | Failure::Internal(m) => m,
             Failure::TooLarge => "the body is too large",
+            Failure::NoRoute => "no such route",
         }
     }
 

@@ -108,7 +108,7 @@ impl PaymentWebhook {
                 self.mock_checkout_action(invoice, &incoming).await
             }
             (Method::POST, ["payments", "mock", "callback"]) => self.mock_callback(&incoming).await,
-            _ => Failure::NotFound("no such route".into()).json(),
+            _ => Failure::NoRoute.json(),
         }
     }
 

@@ -1,6 +1,7 @@
 use lambda_http::{Error, Request, service_fn};
 use telegram_webhook::{BotConfig, SECRETS, Webhook, bot};
 use tokenbill::Store;
+use tokenbill::queue::NotificationQueue;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -13,7 +14,8 @@ async fn main() -> Result<(), Error> {
         .cloned()
         .ok_or("TELEGRAM_BOT_TOKEN is not set")?;
     let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), tokenbill::aws::table_name());
-    let webhook = &Webhook::new(store, bot(token)?, config);
+    let queue = NotificationQueue::from_env(aws_sdk_sqs::Client::new(&sdk))?;
+    let webhook = &Webhook::new(store, bot(token)?, config).with_queue(queue);
     lambda_http::run(service_fn(move |request: Request| async move {
         Ok::<_, Error>(webhook.handle(request).await)
     }))

@@ -10,14 +10,17 @@ pub mod poller;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Json};
-use axum::routing::{get, post};
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{any, get, post};
+use notifier::Notifier;
+use payment_webhook::{PaymentConfig, PaymentWebhook};
 use serde_json::json;
 use telegram_webhook::Webhook;
 use tokenbill::domain::tariff::Tariff;
+use tokenbill::queue::NotificationQueue;
 use tokenbill::resources;
 use tokenbill::store::{Store, StoreError};
 
@@ -28,6 +31,7 @@ pub const SAMPLE_TARIFFS: &str = include_str!("../../tariffs.sample.json");
 pub struct AppState {
     pub store: Store,
     pub webhook: Arc<Webhook>,
+    pub payments: Arc<PaymentWebhook>,
 }
 
 /// Creates the table and queues and seeds the sample catalog into an empty
@@ -56,22 +60,37 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/telegram/webhook", post(telegram_webhook))
+        .route("/payments/{*route}", any(payments))
         .with_state(state)
 }
 
-/// API Gateway hands the function the raw request; so does this.
-async fn telegram_webhook(
-    State(state): State<AppState>,
-    request: axum::http::Request<axum::body::Body>,
-) -> axum::response::Response {
+async fn telegram_webhook(State(state): State<AppState>, request: Request<Body>) -> Response {
+    match raw(request).await {
+        Ok(request) => lambda_answer(state.webhook.handle(request).await),
+        Err(refused) => refused,
+    }
+}
+
+async fn payments(State(state): State<AppState>, request: Request<Body>) -> Response {
+    match raw(request).await {
+        Ok(request) => lambda_answer(state.payments.handle(request).await),
+        Err(refused) => refused,
+    }
+}
+
+/// API Gateway hands a function the whole request, body read (up to its
+/// 10 MB payload limit); so does this.
+async fn raw(request: Request<Body>) -> Result<Request<Bytes>, Response> {
     let (parts, body) = request.into_parts();
-    let body: Bytes = match axum::body::to_bytes(body, 1 << 20).await {
-        Ok(body) => body,
-        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response(),
-    };
-    let response = state.webhook.handle(axum::http::Request::from_parts(parts, body)).await;
+    match axum::body::to_bytes(body, 10 << 20).await {
+        Ok(body) => Ok(Request::from_parts(parts, body)),
+        Err(_) => Err((StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response()),
+    }
+}
+
+fn lambda_answer(response: axum::http::Response<String>) -> Response {
     let (parts, body) = response.into_parts();
-    axum::http::Response::from_parts(parts, axum::body::Body::from(body))
+    Response::from_parts(parts, Body::from(body))
 }
 
 /// Answers 200 when the table is reachable, 503 otherwise.
@@ -113,22 +132,42 @@ pub async fn serve(
 /// `TELEGRAM_WEBHOOK_SECRET` says otherwise.
 pub const DEV_WEBHOOK_SECRET: &str = "dev-secret";
 
-/// Builds every function for local use. Without `TELEGRAM_BOT_TOKEN`, the
-/// bot talks to a fake Telegram on loopback (returned, so its calls can be
-/// seen); with it, to Telegram (or `TELEGRAM_API_URL`).
+/// The mock provider's signing secret in `make dev` unless
+/// `MOCK_PROVIDER_SECRET` says otherwise.
+pub const DEV_MOCK_SECRET: &str = "dev-mock-provider-secret";
+
+/// How often the local outbox sweep runs (the deployed sweep's schedule).
+const OUTBOX_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Everything `make dev` runs.
+pub struct LocalApp {
+    pub state: AppState,
+    /// The fake Telegram, when no `TELEGRAM_BOT_TOKEN` is set.
+    pub telegram: Option<fake_telegram::FakeTelegram>,
+    pub notifier: Arc<Notifier>,
+    pub queue: NotificationQueue,
+}
+
+/// Builds every function for local use, on queues named with `queue_prefix`
+/// (created if missing). Without `TELEGRAM_BOT_TOKEN`, the bot and the
+/// notifier talk to a fake Telegram on loopback (returned, so its calls can
+/// be seen); with it, to Telegram (or `TELEGRAM_API_URL`).
 pub async fn local_app(
     store: Store,
+    sqs: aws_sdk_sqs::Client,
+    queue_prefix: &str,
     public_base_url: String,
-) -> Result<(AppState, Option<fake_telegram::FakeTelegram>), String> {
+) -> Result<LocalApp, String> {
     let lookup = |name: &str| {
         std::env::var(name).ok().or_else(|| match name {
             "TELEGRAM_WEBHOOK_SECRET" => Some(DEV_WEBHOOK_SECRET.to_owned()),
+            "MOCK_PROVIDER_SECRET" => Some(DEV_MOCK_SECRET.to_owned()),
             "PUBLIC_BASE_URL" => Some(public_base_url.clone()),
             _ => None,
         })
     };
     let config = telegram_webhook::BotConfig::from_lookup(lookup)?;
-    let (bot, fake) = if let Ok(token) = std::env::var("TELEGRAM_BOT_TOKEN") {
+    let (bot, telegram) = if let Ok(token) = std::env::var("TELEGRAM_BOT_TOKEN") {
         (telegram_webhook::bot(token)?, None)
     } else {
         let fake = fake_telegram::FakeTelegram::default();
@@ -140,8 +179,67 @@ pub async fn local_app(
         let bot = teloxide_core::Bot::new("dev:local").set_api_url(url.parse().map_err(|_| "fake Telegram URL")?);
         (bot, Some(fake))
     };
-    let webhook = Arc::new(Webhook::new(store.clone(), bot, config));
-    Ok((AppState { store, webhook }, fake))
+    let queues = resources::create_queues(&sqs, queue_prefix)
+        .await
+        .map_err(|e| e.to_string())?;
+    let queue_url = queues
+        .into_iter()
+        .find(|(id, _)| *id == resources::NOTIFICATION_QUEUE.logical_id)
+        .map(|(_, url)| url)
+        .ok_or("no notification queue")?;
+    let queue = NotificationQueue::new(sqs.clone(), queue_url.clone());
+    let payments = PaymentWebhook::new(store.clone(), queue.clone(), PaymentConfig::from_lookup(lookup)?);
+    let notifier = Notifier::new(store.clone(), bot.clone(), sqs, queue_url);
+    let webhook = Webhook::new(store.clone(), bot, config).with_queue(queue.clone());
+    Ok(LocalApp {
+        state: AppState {
+            store,
+            webhook: Arc::new(webhook),
+            payments: Arc::new(payments),
+        },
+        telegram,
+        notifier: Arc::new(notifier),
+        queue,
+    })
+}
+
+impl LocalApp {
+    /// Runs what Lambda runs around the HTTP functions: the SQS event
+    /// source feeding the notifier and the scheduled outbox sweep. Two
+    /// tasks, so that neither cancels the other midway (a receive dropped
+    /// after SQS handed out messages would hide them for the visibility
+    /// timeout).
+    pub fn spawn_background(&self) -> Background {
+        let (notifier, queue) = (self.notifier.clone(), self.queue.clone());
+        let poller = tokio::spawn(async move {
+            loop {
+                if let Err(err) = poller::poll_once(queue.sqs(), queue.url(), &notifier, 1).await {
+                    tracing::warn!(error = %err, "notification queue poll failed");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        });
+        let (store, queue) = (self.state.store.clone(), self.queue.clone());
+        let sweeper = tokio::spawn(async move {
+            let mut every = tokio::time::interval(OUTBOX_SWEEP_EVERY);
+            loop {
+                every.tick().await;
+                if let Err(err) = tokenbill::queue::republish_undelivered(&store, &queue).await {
+                    tracing::warn!(error = %err, "outbox sweep failed");
+                }
+            }
+        });
+        Background(vec![poller, sweeper])
+    }
+}
+
+/// The background tasks; dropping this stops them.
+pub struct Background(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.iter().for_each(tokio::task::JoinHandle::abort);
+    }
 }
 
 /// What `make dev` prints on start.
@@ -151,6 +249,7 @@ pub fn describe(addr: SocketAddr) -> String {
         "Tokenbill is running on http://{addr}\n  \
          health:  curl http://{addr}/health\n  \
          bot:     curl -X POST http://{addr}/telegram/webhook -H 'X-Telegram-Bot-Api-Secret-Token: {DEV_WEBHOOK_SECRET}' -d '{update}'\n  \
+         pay:     open the checkout link the bot sends (http://{addr}/payments/mock/checkout/INVOICE)\n  \
          stop:    Ctrl-C"
     )
 }

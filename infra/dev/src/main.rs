@@ -21,17 +21,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokenbill::telemetry::init(args.json);
     let config = tokenbill::aws::sdk_config().await;
     let store = Store::new(aws_sdk_dynamodb::Client::new(&config), args.table);
-    for step in prepare(&store, &aws_sdk_sqs::Client::new(&config)).await? {
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    for step in prepare(&store, &sqs).await? {
         tracing::info!("{step}");
     }
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     let addr = listener.local_addr()?;
-    let (state, _fake_telegram) = local_app(store, format!("http://{addr}")).await?;
+    let app = local_app(store, sqs, "", format!("http://{addr}")).await?;
+    let _background = app.spawn_background();
     println!("{}", describe(addr));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("stopping");
     };
-    serve(listener, state, shutdown).await?;
+    serve(listener, app.state, shutdown).await?;
     Ok(())
 }
