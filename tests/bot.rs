@@ -35,7 +35,7 @@ async fn harness() -> Harness {
         bot_username: Some("TokenbillBot".into()),
         operators: vec![OPERATOR],
         support_contact: "@help_desk".into(),
-        providers: vec![Provider::Mock],
+        providers: vec![Provider::Mock, Provider::TelegramStars],
         public_base_url: "http://pay.local".into(),
         invoice_ttl: chrono::Duration::hours(1),
     };
@@ -573,4 +573,106 @@ async fn bot_api_errors_do_not_reveal_the_token() {
         .unwrap_err();
     let shown = format!("{err} {err:?}");
     assert!(!shown.contains("TOP-SECRET-TOKEN"), "{shown}");
+}
+
+fn pre_checkout(update_id: u32, user: i64, payload: &str, currency: &str, amount: u32) -> Value {
+    json!({ "update_id": update_id, "pre_checkout_query": {
+        "id": format!("pcq{update_id}"), "from": from(user, "en"), "currency": currency,
+        "total_amount": amount, "invoice_payload": payload
+    }})
+}
+
+fn successful_payment(update_id: u32, user: i64, payload: &str, amount: u32, charge: &str) -> Value {
+    json!({ "update_id": update_id, "message": {
+        "message_id": update_id, "date": 1_764_000_000, "chat": chat(user), "from": from(user, "en"),
+        "successful_payment": {
+            "currency": "XTR", "total_amount": amount, "invoice_payload": payload,
+            "telegram_payment_charge_id": charge, "provider_payment_charge_id": ""
+        }
+    }})
+}
+
+/// Buys pack_100 with Stars; returns the invoice payload Telegram got.
+async fn stars_invoice(h: &Harness, update_id: u32, user: i64) -> String {
+    h.post(&callback(update_id, user, "p:st:pack_100")).await;
+    let calls = h.telegram.take_calls();
+    let invoice = calls
+        .iter()
+        .find(|c| c.method == "sendinvoice")
+        .unwrap_or_else(|| panic!("no sendInvoice: {calls:?}"));
+    assert_eq!(invoice.params["currency"], "XTR");
+    assert_eq!(invoice.params["prices"][0]["amount"], 50, "the catalog's Stars price");
+    assert_eq!(invoice.params["chat_id"], user);
+    invoice.params["payload"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn stars_pre_checkout_accepts_only_the_pending_invoice_at_its_price() {
+    let h = harness().await;
+    h.reply(&message(1, 20, "/start")).await;
+    let payload = stars_invoice(&h, 2, 20).await;
+
+    let answer = h.reply(&pre_checkout(3, 20, &payload, "XTR", 50)).await;
+    assert!(
+        answer["method"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case("answerPreCheckoutQuery")
+    );
+    assert_eq!(answer["pre_checkout_query_id"], "pcq3");
+    assert_eq!(answer["ok"], true, "{answer}");
+
+    for (update_id, user, payload, currency, amount) in [
+        (4, 20, payload.as_str(), "XTR", 49), // another amount
+        (5, 20, payload.as_str(), "USD", 50), // another currency
+        (6, 21, payload.as_str(), "XTR", 50), // someone else's invoice
+        (7, 20, "not-an-invoice", "XTR", 50), // not ours
+    ] {
+        let answer = h.reply(&pre_checkout(update_id, user, payload, currency, amount)).await;
+        assert_eq!(answer["ok"], false, "{answer}");
+        assert!(
+            !answer["error_message"].as_str().unwrap_or_default().is_empty(),
+            "{answer}"
+        );
+    }
+    assert_eq!(h.store.balance(user(20)).await.unwrap().0.available, tokens(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_duplicated_stars_payment_credits_once() {
+    let h = harness().await;
+    h.reply(&message(1, 22, "/start")).await;
+    let payload = stars_invoice(&h, 2, 22).await;
+    // Redeliveries of one update, and the same charge in other updates.
+    let webhook = &h;
+    let results = join_all((0..50u32).map(|i| {
+        let update = successful_payment(if i % 2 == 0 { 3 } else { 100 + i }, 22, &payload, 50, "charge-1");
+        async move { webhook.post(&update).await }
+    }))
+    .await;
+    assert!(
+        results.iter().all(|(status, _)| *status == 200 || *status == 503),
+        "{results:?}"
+    );
+    // Telegram retries what answered 503; once more each settles it.
+    for i in 0..50u32 {
+        let update = successful_payment(if i % 2 == 0 { 3 } else { 100 + i }, 22, &payload, 50, "charge-1");
+        let answer = h.post(&update).await;
+        assert_eq!(answer.0, 200, "update {i}: {answer:?}");
+    }
+    assert_eq!(h.store.balance(user(22)).await.unwrap().0.available, tokens(100));
+    assert!(h.store.audit(user(22)).await.unwrap().is_ok());
+    let invoice = h
+        .store
+        .invoice(&tokenbill::domain::InvoiceId::new(&payload).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(invoice.status, tokenbill::domain::invoice::InvoiceStatus::Paid);
+    assert_eq!(invoice.provider_ref.as_deref(), Some("charge-1"));
+
+    // A payment that does not match its invoice credits nothing more.
+    let short = successful_payment(200, 22, &payload, 1, "charge-2");
+    assert_eq!(h.post(&short).await.0, 200);
+    assert_eq!(h.store.balance(user(22)).await.unwrap().0.available, tokens(100));
 }

@@ -747,6 +747,11 @@ impl Webhook {
         };
         match self.store.confirm_payment_of(invoice, &proof, extra).await {
             Ok(paid) => {
+                if paid.replayed {
+                    // Credited by another update: this one's done-mark was
+                    // not written with it.
+                    ctx.marked = false;
+                }
                 tracing::info!(invoice = %paid.invoice.id, replayed = paid.replayed, "Stars payment credited");
                 if let Some(queue) = &self.queue {
                     queue.publish_or_log(&[NotificationId::payment(&paid.invoice.id)]).await;
