@@ -266,3 +266,108 @@ async fn promo_commands_create_batch_list_show_disable() {
     assert_eq!(json["effect"]["percent"], "15");
     assert_eq!(json["active"], false);
 }
+
+/// `payments refund`: Stars go back through the Bot API and the tokens
+/// come back with a ledger entry, once; nothing happens when the user has
+/// already spent them; other providers need the operator's word.
+#[tokio::test]
+async fn payments_refund_returns_stars_and_takes_the_tokens_back() {
+    use tokenbill::domain::invoice::{InvoiceStatus, Provider};
+    use tokenbill::domain::ledger::DebitKind;
+    use tokenbill::domain::{IdempotencyKey, TariffId};
+    use tokenbill::store::{BalanceRequest, NewInvoice};
+
+    let store = fresh_store().await;
+    tokenbill_tests::seed_catalog(&store).await;
+    let telegram = tokenbill_dev::fake_telegram::FakeTelegram::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(telegram.clone().serve(listener));
+    let paid = |id: i64, provider: Provider, charge: &'static str| {
+        let store = store.clone();
+        async move {
+            store.register_user(&registration(id)).await.unwrap();
+            let invoice = store
+                .create_invoice(
+                    NewInvoice {
+                        user: user(id),
+                        tariff_id: TariffId::new("pack_100").unwrap(),
+                        provider,
+                        promo: None,
+                    },
+                    chrono::Duration::hours(1),
+                )
+                .await
+                .unwrap();
+            store.pay_invoice(&invoice.id, Some(charge.into())).await.unwrap();
+            invoice.id.to_string()
+        }
+    };
+    let refund = |invoice: &str, extra: &[&str]| {
+        let mut args = vec![
+            "payments",
+            "refund",
+            invoice,
+            "--bot-token",
+            "1:TEST",
+            "--telegram-api-url",
+            &api,
+        ];
+        args.extend_from_slice(extra);
+        let table = store.table().to_owned();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        async move { admin(&table, &args.iter().map(String::as_str).collect::<Vec<_>>()).await }
+    };
+
+    let stars = paid(300, Provider::TelegramStars, "charge-300").await;
+    let done = refund(&stars, &[]).await.unwrap();
+    assert!(
+        done.contains("100 tokens taken back") && done.contains("now has 0"),
+        "{done}"
+    );
+    let calls = telegram.take_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].method, "refundstarpayment");
+    assert_eq!(calls[0].params["user_id"], 300);
+    assert_eq!(calls[0].params["telegram_payment_charge_id"], "charge-300");
+    let invoice = store
+        .invoice(&tokenbill::domain::InvoiceId::new(&stars).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(invoice.status, InvoiceStatus::Refunded);
+    assert!(store.audit(user(300)).await.unwrap().is_ok());
+    // Again: recorded once, Telegram not asked twice.
+    assert!(refund(&stars, &[]).await.unwrap().contains("(already)"));
+    assert!(telegram.take_calls().is_empty());
+    assert_eq!(store.balance(user(300)).await.unwrap().0.available.get(), 0);
+
+    // Spent: the refund would overdraw, so nothing is done anywhere.
+    let spent = paid(301, Provider::TelegramStars, "charge-301").await;
+    store
+        .apply(BalanceRequest::debit(
+            user(301),
+            DebitKind::Spend,
+            tokenbill_tests::tokens(60),
+            IdempotencyKey::new("spend-301").unwrap(),
+        ))
+        .await
+        .unwrap();
+    let refused = refund(&spent, &[]).await.unwrap_err().to_string();
+    assert!(refused.contains("40 tokens available"), "{refused}");
+    assert!(telegram.take_calls().is_empty());
+    assert_eq!(store.balance(user(301)).await.unwrap().0.available.get(), 40);
+
+    // The mock provider: only on the operator's word that the money went back.
+    let mock = paid(302, Provider::Mock, "mock-302").await;
+    let refused = refund(&mock, &[]).await.unwrap_err().to_string();
+    assert!(refused.contains("--external"), "{refused}");
+    assert_eq!(store.balance(user(302)).await.unwrap().0.available.get(), 100);
+    assert!(refund(&mock, &["--external"]).await.unwrap().contains("taken back"));
+    assert_eq!(store.balance(user(302)).await.unwrap().0.available.get(), 0);
+    assert!(telegram.take_calls().is_empty());
+
+    // Only paid invoices.
+    let unknown = refund("nosuchinvoice", &[]).await.unwrap_err().to_string();
+    assert!(unknown.contains("no invoice"), "{unknown}");
+}

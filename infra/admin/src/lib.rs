@@ -2,6 +2,8 @@
 //! Endpoints and credentials come from the standard AWS variables; the
 //! table from `--table` or `TOKENBILL_TABLE`.
 
+mod payments;
+
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -49,6 +51,9 @@ pub enum Command {
     /// Manage promo codes.
     #[command(subcommand)]
     Promo(PromoCommand),
+    /// Refund payments.
+    #[command(subcommand)]
+    Payments(payments::PaymentsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,6 +269,7 @@ pub async fn run(cli: Cli, config: &SdkConfig, out: &mut impl Write) -> Result<(
         Command::User(UserCommand::Show { id, entries }) => show_user(&store, id, entries, out).await?,
         Command::Tokens(TokensCommand::Grant(args)) => grant(&store, args, out).await?,
         Command::Promo(command) => promo(&store, command, out).await?,
+        Command::Payments(command) => payments::payments(&store, command, out).await?,
     }
     Ok(())
 }

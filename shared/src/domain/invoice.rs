@@ -24,6 +24,9 @@ pub enum InvoiceStatus {
     Paid,
     Expired,
     Cancelled,
+    /// Paid, then the money went back (an operator's refund); its tokens
+    /// were taken back with it.
+    Refunded,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +37,8 @@ pub enum InvoiceEvent {
     Expire,
     /// The user gave up on it.
     Cancel,
+    /// The money was returned.
+    Refund,
 }
 
 /// Where an invoice moves on an event; `late` marks a payment that arrived
@@ -51,6 +56,7 @@ impl InvoiceStatus {
             InvoiceStatus::Paid => "paid",
             InvoiceStatus::Expired => "expired",
             InvoiceStatus::Cancelled => "cancelled",
+            InvoiceStatus::Refunded => "refunded",
         }
     }
 
@@ -63,6 +69,7 @@ impl InvoiceStatus {
             (Expired | Cancelled, PaymentConfirmed) => to(Paid, true),
             (Pending, Expire) => to(Expired, false),
             (Pending, Cancel) => to(Cancelled, false),
+            (Paid, Refund) => to(Refunded, false),
             (from, event) => Err(DomainError::InvalidInvoiceTransition {
                 from: from.as_str(),
                 event: event.as_str(),
@@ -77,6 +84,7 @@ impl InvoiceEvent {
             InvoiceEvent::PaymentConfirmed => "payment",
             InvoiceEvent::Expire => "expire",
             InvoiceEvent::Cancel => "cancel",
+            InvoiceEvent::Refund => "refund",
         }
     }
 }
@@ -200,9 +208,10 @@ mod tests {
             (Cancelled, PaymentConfirmed, Paid, true),
             (Pending, Expire, Expired, false),
             (Pending, Cancel, Cancelled, false),
+            (Paid, Refund, Refunded, false),
         ];
-        for from in [Pending, Paid, Expired, Cancelled] {
-            for event in [PaymentConfirmed, Expire, Cancel] {
+        for from in [Pending, Paid, Expired, Cancelled, Refunded] {
+            for event in [PaymentConfirmed, Expire, Cancel, Refund] {
                 let expected = allowed.iter().find(|(f, e, _, _)| *f == from && *e == event);
                 match (from.on(event), expected) {
                     (Ok(t), Some((_, _, to, late))) => assert_eq!(t, Transition { to: *to, late: *late }),

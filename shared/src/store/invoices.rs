@@ -9,7 +9,7 @@ use super::item::{Item, n, parse, record, s};
 use super::keys;
 use super::{BalanceRequest, Receipt, Store, StoreError};
 use crate::domain::invoice::{Invoice, InvoiceEvent, InvoiceStatus, Provider};
-use crate::domain::ledger::CreditKind;
+use crate::domain::ledger::{CreditKind, DebitKind};
 use crate::domain::notification::{Message, Notification, NotificationId};
 use crate::domain::pricing;
 use crate::domain::promo::PromoCodeText;
@@ -352,6 +352,38 @@ impl Store {
         Err(StoreError::Contention {
             what: format!("invoice {id}"),
         })
+    }
+
+    /// Records that a paid invoice's money went back: the invoice turns
+    /// refunded and its tokens (with any promo bonus) are taken back with a
+    /// ledger entry, in one transaction. Refused, with nothing changed, when
+    /// the user no longer has those tokens. Repeats answer with the first
+    /// reversal.
+    pub async fn refund_invoice(&self, id: &InvoiceId) -> Result<Payment, StoreError> {
+        let invoice = self.existing_invoice(id).await?;
+        let key = IdempotencyKey::new(format!("refund:invoice:{id}"))?;
+        let tokens = invoice.tokens.checked_add(invoice.bonus_tokens)?;
+        let mut request = BalanceRequest::debit(invoice.user, DebitKind::Adjustment, tokens, key)
+            .reference(format!("refund:invoice:{id}"))
+            .description(format!("refund: {}", invoice.title.en));
+        let mut refunded = invoice.clone();
+        if invoice.status != InvoiceStatus::Refunded {
+            refunded.apply(InvoiceEvent::Refund, self.now())?;
+            request = request.with_item(self.put_invoice(&refunded, Some(InvoiceStatus::Paid))?);
+        }
+        match self.apply(request).await {
+            Ok(applied) => Ok(Payment {
+                invoice: refunded,
+                receipt: applied.receipt,
+                replayed: applied.replayed,
+            }),
+            Err(StoreError::ExtraConditionFailed { index: 0, .. }) => Err(DomainError::InvalidInvoiceTransition {
+                from: self.existing_invoice(id).await?.status.as_str(),
+                event: InvoiceEvent::Refund.as_str(),
+            }
+            .into()),
+            Err(err) => Err(err),
+        }
     }
 
     /// Saves the provider's reference for a pending invoice (a Robokassa
