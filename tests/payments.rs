@@ -355,35 +355,46 @@ async fn the_notifier_waits_on_429_and_gives_up_on_blocked_users() {
 }
 
 #[tokio::test]
-async fn the_outbox_sweep_publishes_what_never_reached_the_queue() {
+async fn the_sweep_expires_unpaid_invoices_and_publishes_what_never_reached_the_queue() {
+    use tokenbill::sweep::{SweepReport, sweep};
     let shop = shop().await;
     let clock = std::sync::Arc::new(tokenbill::ManualClock::new(Utc::now()));
     let store = shop.store.clone().with_clock(clock.clone());
-    let invoice = shop.invoice(7, Provider::Mock).await;
+    let paid = shop.invoice(7, Provider::Mock).await;
+    let unpaid = shop.invoice(8, Provider::Mock).await;
     // Paid, but the process died before publishing.
-    store.pay_invoice(&invoice.id, None).await.unwrap();
+    store.pay_invoice(&paid.id, None).await.unwrap();
     assert_eq!(
-        tokenbill::queue::republish_undelivered(&store, &shop.queue)
-            .await
-            .unwrap(),
-        0,
-        "not due yet"
+        sweep(&store, &shop.queue).await.unwrap(),
+        SweepReport::default(),
+        "nothing due yet"
     );
+
     clock.advance(tokenbill::store::REPUBLISH_AFTER + chrono::Duration::seconds(1));
-    assert_eq!(
-        tokenbill::queue::republish_undelivered(&store, &shop.queue)
-            .await
-            .unwrap(),
-        1
-    );
+    let report = sweep(&store, &shop.queue).await.unwrap();
+    assert_eq!(report.notifications_republished, 1);
+    assert_eq!(report.invoices_expired, 0, "the unpaid one has an hour");
     assert_eq!(shop.deliver().await.len(), 1);
-    clock.advance(tokenbill::store::REPUBLISH_AFTER * 2);
+
+    clock.advance(chrono::Duration::hours(1));
+    let report = sweep(&store, &shop.queue).await.unwrap();
     assert_eq!(
-        tokenbill::queue::republish_undelivered(&store, &shop.queue)
-            .await
-            .unwrap(),
-        0,
+        report,
+        SweepReport {
+            invoices_expired: 1,
+            notifications_republished: 0,
+        },
         "delivered notifications leave the outbox"
+    );
+    let statuses = [
+        store.invoice(&paid.id).await.unwrap().unwrap().status,
+        store.invoice(&unpaid.id).await.unwrap().unwrap().status,
+    ];
+    assert_eq!(statuses, [InvoiceStatus::Paid, InvoiceStatus::Expired]);
+    assert_eq!(
+        sweep(&store, &shop.queue).await.unwrap(),
+        SweepReport::default(),
+        "repeatable"
     );
 }
 

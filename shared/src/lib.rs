@@ -16,6 +16,7 @@ pub mod queue;
 pub mod resources;
 pub mod secrets;
 pub mod store;
+pub mod sweep;
 pub mod telegram;
 pub mod telemetry;
 pub mod text;

@@ -136,7 +136,7 @@ pub const DEV_WEBHOOK_SECRET: &str = "dev-secret";
 /// `MOCK_PROVIDER_SECRET` says otherwise.
 pub const DEV_MOCK_SECRET: &str = "dev-mock-provider-secret";
 
-/// How often the local outbox sweep runs (the deployed sweep's schedule).
+/// How often the local sweep runs (the deployed sweeper's schedule is a minute).
 const OUTBOX_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Everything `make dev` runs.
@@ -205,7 +205,7 @@ pub async fn local_app(
 
 impl LocalApp {
     /// Runs what Lambda runs around the HTTP functions: the SQS event
-    /// source feeding the notifier and the scheduled outbox sweep. Two
+    /// source feeding the notifier and the scheduled sweep. Two
     /// tasks, so that neither cancels the other midway (a receive dropped
     /// after SQS handed out messages would hide them for the visibility
     /// timeout).
@@ -224,8 +224,12 @@ impl LocalApp {
             let mut every = tokio::time::interval(OUTBOX_SWEEP_EVERY);
             loop {
                 every.tick().await;
-                if let Err(err) = tokenbill::queue::republish_undelivered(&store, &queue).await {
-                    tracing::warn!(error = %err, "outbox sweep failed");
+                match tokenbill::sweep::sweep(&store, &queue).await {
+                    Ok(report) if report != tokenbill::sweep::SweepReport::default() => {
+                        tracing::info!(?report, "sweep done");
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "sweep failed"),
                 }
             }
         });

@@ -1,0 +1,33 @@
+//! The periodic sweep: work that is due because time passed, not because
+//! a request arrived. Every step is safe to repeat and to run on several
+//! instances at once (each write is conditional), so a sweep that fails
+//! halfway is simply run again by the next tick.
+
+use crate::queue::{NotificationQueue, republish_undelivered};
+use crate::store::{Store, StoreError};
+
+/// Invoices closed per sweep at most; the rest wait for the next tick.
+const INVOICES_PER_SWEEP: i32 = 200;
+
+/// What one sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SweepReport {
+    /// Pending invoices whose time ran out, now expired (promo redemptions
+    /// given back).
+    pub invoices_expired: usize,
+    /// Outbox notifications published again (never reached the queue, or
+    /// their sender died).
+    pub notifications_republished: usize,
+}
+
+/// Runs every step; the first failure stops the sweep (the next tick
+/// retries it).
+pub async fn sweep(store: &Store, queue: &NotificationQueue) -> Result<SweepReport, StoreError> {
+    let mut report = SweepReport::default();
+    for id in store.expired_pending_invoices(store.now(), INVOICES_PER_SWEEP).await? {
+        store.expire_invoice(&id).await?;
+        report.invoices_expired += 1;
+    }
+    report.notifications_republished = republish_undelivered(store, queue).await?;
+    Ok(report)
+}
