@@ -136,7 +136,7 @@ pub const DEV_WEBHOOK_SECRET: &str = "dev-secret";
 /// `MOCK_PROVIDER_SECRET` says otherwise.
 pub const DEV_MOCK_SECRET: &str = "dev-mock-provider-secret";
 
-/// How often the local sweep runs (the deployed sweeper's schedule is a minute).
+/// How often the local sweep runs (the deployed renewal-sweep runs every minute).
 const OUTBOX_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Everything `make dev` runs.
