@@ -82,6 +82,8 @@ async fn call(
     }
     let params: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let method = method.to_ascii_lowercase();
+    // What a developer would see in the chat (until the sandbox shows it).
+    tracing::info!(target: "fake_telegram", %method, chat = %params["chat_id"], text = %params["text"].as_str().unwrap_or(""), "bot -> Telegram");
     let mut inner = fake.lock();
     inner.calls.push(Call {
         method: method.clone(),
