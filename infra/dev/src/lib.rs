@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+pub mod fake_robokassa;
 pub mod fake_telegram;
 pub mod poller;
 
