@@ -1,8 +1,10 @@
 //! A stand-in for Robokassa on loopback, for tests and the local runner.
 //! Point [`RobokassaConfig::base_url`] at it; it serves
-//! - `/Index.aspx` (GET or POST): checks the payment request's signature
-//!   and remembers the invoice; [`FakeRobokassa::pay`] then "pays" it by
-//!   POSTing a signed ResultURL callback, as Robokassa does;
+//! - `/Index.aspx` (GET or POST): checks the payment request's signature,
+//!   remembers the invoice and shows a payment page with Pay and Cancel;
+//!   Pay ([`FakeRobokassa::pay`]) POSTs a signed ResultURL callback, as
+//!   Robokassa does, then sends the browser to SuccessURL (signed with
+//!   Password #1); Cancel sends it to FailURL;
 //! - `/Recurring` (POST): accepts a child charge with `OK{InvId}` (and pays
 //!   it unless told otherwise) or declines it, as each test chooses;
 //! - `/WebService/Service.asmx/OpStateExt`: the state of invoices it knows.
@@ -24,6 +26,8 @@ use url::form_urlencoded;
 
 /// `OpStateExt` state of an invoice created but not paid.
 const STATE_INITIATED: i32 = 5;
+/// `OpStateExt` state of an invoice the payer gave up on.
+const STATE_CANCELLED: i32 = 10;
 
 /// One request the fake received.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +86,8 @@ struct Inner {
     callbacks: Vec<Callback>,
     recurring_outcomes: VecDeque<RecurringOutcome>,
     result_url: Option<String>,
+    success_url: Option<String>,
+    fail_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +119,8 @@ impl FakeRobokassa {
     pub fn router(&self) -> axum::Router {
         axum::Router::new()
             .route("/Index.aspx", get(index).post(index))
+            .route("/fake/pay", post(pay_pressed))
+            .route("/fake/cancel", post(cancel_pressed))
             .route("/Recurring", post(recurring))
             .route(
                 "/WebService/Service.asmx/OpStateExt",
@@ -129,6 +137,17 @@ impl FakeRobokassa {
     /// Where [`pay`](Self::pay) posts ResultURL callbacks.
     pub fn set_result_url(&self, url: impl Into<String>) {
         self.lock().result_url = Some(url.into());
+    }
+
+    /// The shop's ResultURL, SuccessURL and FailURL under `shop_base`
+    /// (`{shop_base}/payments/robokassa/result`, `/success`, `/fail`), as
+    /// they are registered in a shop's technical settings.
+    pub fn set_shop(&self, shop_base: &str) {
+        let base = shop_base.trim_end_matches('/');
+        let mut inner = self.lock();
+        inner.result_url = Some(format!("{base}/payments/robokassa/result"));
+        inner.success_url = Some(format!("{base}/payments/robokassa/success"));
+        inner.fail_url = Some(format!("{base}/payments/robokassa/fail"));
     }
 
     pub fn requests(&self) -> Vec<Request> {
@@ -182,6 +201,39 @@ impl FakeRobokassa {
         Some(body.finish())
     }
 
+    /// The SuccessURL query Robokassa sends the browser to after paying
+    /// `inv_id`: signed `OutSum:InvId:Password1[:Shp_...]`.
+    pub fn success_query(&self, inv_id: u32) -> Option<String> {
+        let invoice = self.invoice(inv_id)?;
+        let mut out_sum = invoice.out_sum;
+        out_sum.rescale(6);
+        let out_sum = out_sum.to_string();
+        let signature = self.sign_with_shp(&format!("{out_sum}:{inv_id}:{}", self.password1()), &invoice.shp);
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query
+            .append_pair("OutSum", &out_sum)
+            .append_pair("InvId", &inv_id.to_string())
+            .append_pair("SignatureValue", &signature)
+            .append_pair("Culture", "ru");
+        if self.config.is_test {
+            query.append_pair("IsTest", "1");
+        }
+        query.extend_pairs(&invoice.shp);
+        Some(query.finish())
+    }
+
+    /// The FailURL query: no signature, as Robokassa sends it.
+    pub fn fail_query(&self, inv_id: u32) -> Option<String> {
+        let invoice = self.invoice(inv_id)?;
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query
+            .append_pair("OutSum", &invoice.out_sum.to_string())
+            .append_pair("InvId", &inv_id.to_string())
+            .append_pair("Culture", "ru");
+        query.extend_pairs(&invoice.shp);
+        Some(query.finish())
+    }
+
     /// Marks `inv_id` paid and POSTs its ResultURL callback; returns the
     /// shop's answer body.
     pub async fn pay(&self, inv_id: u32) -> Result<String, String> {
@@ -220,13 +272,11 @@ impl FakeRobokassa {
     }
 
     fn password1(&self) -> &str {
-        let c = &self.config;
-        if c.is_test { &c.test_password1 } else { &c.password1 }
+        &self.config.password1
     }
 
     fn password2(&self) -> &str {
-        let c = &self.config;
-        if c.is_test { &c.test_password2 } else { &c.password2 }
+        &self.config.password2
     }
 
     fn algorithm(&self) -> HashAlgorithm {
@@ -311,7 +361,7 @@ async fn index(
     method: Method,
     RawQuery(query): RawQuery,
     body: String,
-) -> impl IntoResponse {
+) -> axum::response::Response {
     let params = Params::new(query.as_deref(), &body);
     let valid = fake.request_signature_valid(&params, "InvId");
     fake.record(&method, "/Index.aspx", &params, valid);
@@ -319,7 +369,8 @@ async fn index(
         return (
             StatusCode::BAD_REQUEST,
             "Fake Robokassa: bad payment request (signature or fields)".to_owned(),
-        );
+        )
+            .into_response();
     };
     fake.insert_invoice(Invoice {
         inv_id,
@@ -329,10 +380,64 @@ async fn index(
         previous_inv_id: None,
         state_code: STATE_INITIATED,
     });
+    let description = params.get("Description").unwrap_or_default();
+    let test = if params.get("IsTest") == Some("1") {
+        " (test mode)"
+    } else {
+        ""
+    };
     (
         StatusCode::OK,
-        format!("Fake Robokassa: pay invoice {inv_id}, {out_sum} RUB"),
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Fake Robokassa</title></head><body>\
+             <h1>Fake Robokassa{test}</h1><p id=\"description\">{description}</p>\
+             <p id=\"amount\">{out_sum} RUB · invoice {inv_id}</p>\
+             <form method=\"post\" action=\"fake/pay\"><input type=\"hidden\" name=\"InvId\" value=\"{inv_id}\">\
+             <button id=\"pay\">Pay</button></form>\
+             <form method=\"post\" action=\"fake/cancel\"><input type=\"hidden\" name=\"InvId\" value=\"{inv_id}\">\
+             <button id=\"cancel\">Cancel</button></form>\
+             <p><small>A stand-in for Robokassa on loopback: no money moves.</small></p></body></html>",
+            description = escape(description),
+        ),
     )
+        .into_response()
+}
+
+/// Pay pressed: ResultURL first (as Robokassa does), then the browser
+/// goes to SuccessURL whatever the shop answered (Robokassa retries
+/// ResultURL on its own).
+async fn pay_pressed(State(fake): State<FakeRobokassa>, body: String) -> axum::response::Response {
+    let params = Params::new(None, &body);
+    let Some(inv_id) = params.inv_id("InvId").filter(|id| fake.invoice(*id).is_some()) else {
+        return (StatusCode::NOT_FOUND, "Fake Robokassa: unknown invoice").into_response();
+    };
+    let answer = fake.pay(inv_id).await;
+    let success_url = fake.lock().success_url.clone();
+    match (success_url, fake.success_query(inv_id)) {
+        (Some(url), Some(query)) => see_other(&format!("{url}?{query}")),
+        _ => (StatusCode::OK, format!("Fake Robokassa: paid; the shop answered {answer:?}")).into_response(),
+    }
+}
+
+/// Cancel pressed: the browser goes to FailURL; the shop hears nothing else.
+async fn cancel_pressed(State(fake): State<FakeRobokassa>, body: String) -> axum::response::Response {
+    let params = Params::new(None, &body);
+    let Some(inv_id) = params.inv_id("InvId").filter(|id| fake.invoice(*id).is_some()) else {
+        return (StatusCode::NOT_FOUND, "Fake Robokassa: unknown invoice").into_response();
+    };
+    if let Some(invoice) = fake.lock().invoices.get_mut(&inv_id) {
+        invoice.state_code = STATE_CANCELLED;
+    }
+    let fail_url = fake.lock().fail_url.clone();
+    match (fail_url, fake.fail_query(inv_id)) {
+        (Some(url), Some(query)) => see_other(&format!("{url}?{query}")),
+        _ => (StatusCode::OK, "Fake Robokassa: cancelled").into_response(),
+    }
+}
+
+fn see_other(location: &str) -> axum::response::Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, location.to_owned())]).into_response()
 }
 
 async fn recurring(
@@ -441,5 +546,8 @@ fn operation_xml(invoice: &Invoice) -> String {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

@@ -214,11 +214,14 @@ fn is_shp_key(key: &str) -> bool {
 #[derive(Clone, PartialEq, Eq)]
 pub struct RobokassaConfig {
     pub merchant_login: String,
+    /// Password #1: signs requests and SuccessURL. In test mode, the shop's
+    /// test Password #1 (Robokassa keeps separate test passwords).
     pub password1: String,
+    /// Password #2: signs ResultURL and `OpStateExt`. In test mode, the
+    /// shop's test Password #2.
     pub password2: String,
-    pub test_password1: String,
-    pub test_password2: String,
-    /// Sends `IsTest=1` and signs with the test passwords.
+    /// Sends `IsTest=1`: nothing is charged, and the passwords above must
+    /// be the shop's test passwords.
     pub is_test: bool,
     pub algorithm: HashAlgorithm,
     /// `https://auth.robokassa.ru/Merchant` unless tests point it at a fake.
@@ -234,8 +237,6 @@ impl fmt::Debug for RobokassaConfig {
             .field("merchant_login", &self.merchant_login)
             .field("password1", &REDACTED)
             .field("password2", &REDACTED)
-            .field("test_password1", &REDACTED)
-            .field("test_password2", &REDACTED)
             .field("is_test", &self.is_test)
             .field("algorithm", &self.algorithm)
             .field("base_url", &self.base_url)
@@ -245,58 +246,43 @@ impl fmt::Debug for RobokassaConfig {
 }
 
 impl RobokassaConfig {
-    /// Reads `ROBOKASSA_MERCHANT_LOGIN`, `ROBOKASSA_PASSWORD1`,
-    /// `ROBOKASSA_PASSWORD2` (or, with `ROBOKASSA_IS_TEST=1`,
-    /// `ROBOKASSA_TEST_PASSWORD1` / `_2`), and the optional
-    /// `ROBOKASSA_HASH_ALGORITHM`, `ROBOKASSA_BASE_URL`, `ROBOKASSA_CULTURE`.
+    /// Reads `ROBOKASSA_LOGIN`, `ROBOKASSA_PASSWORD1`, `ROBOKASSA_PASSWORD2`
+    /// (all required), and the optional `ROBOKASSA_HASH` (md5 by default),
+    /// `ROBOKASSA_TEST` (`1` sends `IsTest=1`; set the test passwords then),
+    /// `ROBOKASSA_URL` (the `.../Merchant` base, for a fake) and
+    /// `ROBOKASSA_CULTURE`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, RobokassaError> {
         let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let is_test = match get("ROBOKASSA_IS_TEST")
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
+        let is_test = match get("ROBOKASSA_TEST").as_deref().map(str::to_ascii_lowercase).as_deref() {
             None | Some("0" | "false" | "no") => false,
             Some("1" | "true" | "yes") => true,
-            Some(_) => return Err(RobokassaError::invalid("ROBOKASSA_IS_TEST", "expected 1 or 0")),
+            Some(_) => return Err(RobokassaError::invalid("ROBOKASSA_TEST", "expected 1 or 0")),
         };
-        let required = |name: &'static str, needed: bool| match get(name) {
-            Some(value) => Ok(value),
-            None if needed => Err(RobokassaError::MissingField(name)),
-            None => Ok(String::new()),
-        };
+        let required = |name: &'static str| get(name).ok_or(RobokassaError::MissingField(name));
+        let base_url = get("ROBOKASSA_URL").unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
+        url::Url::parse(&base_url).map_err(|_| RobokassaError::invalid("ROBOKASSA_URL", "not a URL"))?;
         Ok(Self {
-            merchant_login: required("ROBOKASSA_MERCHANT_LOGIN", true)?,
-            password1: required("ROBOKASSA_PASSWORD1", !is_test)?,
-            password2: required("ROBOKASSA_PASSWORD2", !is_test)?,
-            test_password1: required("ROBOKASSA_TEST_PASSWORD1", is_test)?,
-            test_password2: required("ROBOKASSA_TEST_PASSWORD2", is_test)?,
+            merchant_login: required("ROBOKASSA_LOGIN")?,
+            password1: required("ROBOKASSA_PASSWORD1")?,
+            password2: required("ROBOKASSA_PASSWORD2")?,
             is_test,
-            algorithm: get("ROBOKASSA_HASH_ALGORITHM")
+            algorithm: get("ROBOKASSA_HASH")
                 .map(|name| name.parse())
                 .transpose()?
                 .unwrap_or_default(),
-            base_url: get("ROBOKASSA_BASE_URL").unwrap_or_else(|| DEFAULT_BASE_URL.to_owned()),
+            base_url,
             culture: get("ROBOKASSA_CULTURE"),
         })
     }
 
-    /// Password #1 of the current mode: signs requests and SuccessURL.
+    /// Password #1: signs requests and SuccessURL.
     fn password1(&self) -> &str {
-        if self.is_test {
-            &self.test_password1
-        } else {
-            &self.password1
-        }
+        &self.password1
     }
 
-    /// Password #2 of the current mode: signs ResultURL and `OpStateExt`.
+    /// Password #2: signs ResultURL and `OpStateExt`.
     fn password2(&self) -> &str {
-        if self.is_test {
-            &self.test_password2
-        } else {
-            &self.password2
-        }
+        &self.password2
     }
 
     fn endpoint(&self, path: &str) -> Result<url::Url, RobokassaError> {
@@ -866,8 +852,6 @@ mod tests {
             merchant_login: "robo-demo".to_owned(),
             password1: "password_1".to_owned(),
             password2: "password#2".to_owned(),
-            test_password1: "test_password_1".to_owned(),
-            test_password2: "test_password#2".to_owned(),
             is_test: false,
             algorithm: HashAlgorithm::Md5,
             base_url: DEFAULT_BASE_URL.to_owned(),
@@ -1025,6 +1009,8 @@ mod tests {
     fn test_mode_sends_is_test_and_signs_with_the_test_password() {
         let config = RobokassaConfig {
             is_test: true,
+            password1: "test_password_1".to_owned(),
+            password2: "test_password#2".to_owned(),
             culture: Some("en".to_owned()),
             ..config()
         };
@@ -1171,6 +1157,8 @@ mod tests {
         let callback = ResultCallback::parse(&genuine).unwrap();
         let test_mode = RobokassaConfig {
             is_test: true,
+            password1: "test_password_1".to_owned(),
+            password2: "test_password#2".to_owned(),
             ..config
         };
         assert!(verify_result(&test_mode, &callback).is_err());
@@ -1188,6 +1176,8 @@ mod tests {
         assert_eq!(callback.culture.as_deref(), Some("ru"));
         let test_mode = RobokassaConfig {
             is_test: true,
+            password1: "test_password_1".to_owned(),
+            password2: "test_password#2".to_owned(),
             ..config()
         };
         verify_success(&test_mode, &callback).unwrap();
@@ -1265,7 +1255,7 @@ mod tests {
     fn debug_never_shows_passwords_or_signatures() {
         let config = config();
         let shown = format!("{config:?} {config:#?}");
-        for secret in ["password_1", "password#2", "test_password_1", "test_password#2"] {
+        for secret in ["password_1", "password#2"] {
             assert!(!shown.contains(secret), "{shown}");
         }
         assert!(shown.contains("robo-demo"));
@@ -1276,11 +1266,11 @@ mod tests {
     #[test]
     fn config_from_lookup() {
         let vars = BTreeMap::from([
-            ("ROBOKASSA_MERCHANT_LOGIN", "shop"),
-            ("ROBOKASSA_TEST_PASSWORD1", "t1"),
-            ("ROBOKASSA_TEST_PASSWORD2", "t2"),
-            ("ROBOKASSA_IS_TEST", "1"),
-            ("ROBOKASSA_HASH_ALGORITHM", "SHA256"),
+            ("ROBOKASSA_LOGIN", "shop"),
+            ("ROBOKASSA_PASSWORD1", "t1"),
+            ("ROBOKASSA_PASSWORD2", "t2"),
+            ("ROBOKASSA_TEST", "1"),
+            ("ROBOKASSA_HASH", "SHA256"),
         ]);
         let config = RobokassaConfig::from_lookup(|name| vars.get(name).map(|v| (*v).to_owned())).unwrap();
         assert!(config.is_test);
@@ -1288,9 +1278,29 @@ mod tests {
         assert_eq!(config.base_url, DEFAULT_BASE_URL);
         assert_eq!((config.password1(), config.password2()), ("t1", "t2"));
         let live = RobokassaConfig::from_lookup(|name| {
-            (name == "ROBOKASSA_MERCHANT_LOGIN" || name == "ROBOKASSA_PASSWORD1").then(|| "x".to_owned())
+            (name == "ROBOKASSA_LOGIN" || name == "ROBOKASSA_PASSWORD1").then(|| "x".to_owned())
         });
         assert!(matches!(live, Err(RobokassaError::MissingField("ROBOKASSA_PASSWORD2"))));
+        let live = RobokassaConfig::from_lookup(|name| match name {
+            "ROBOKASSA_LOGIN" | "ROBOKASSA_PASSWORD1" | "ROBOKASSA_PASSWORD2" => Some("x".to_owned()),
+            "ROBOKASSA_URL" => Some("http://127.0.0.1:9/Merchant".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(!live.is_test);
+        assert_eq!(live.algorithm, HashAlgorithm::Md5, "md5 by default");
+        assert_eq!(live.base_url, "http://127.0.0.1:9/Merchant");
+        let bad = |name: &'static str, value: &'static str| {
+            RobokassaConfig::from_lookup(move |n| match n {
+                "ROBOKASSA_LOGIN" | "ROBOKASSA_PASSWORD1" | "ROBOKASSA_PASSWORD2" => Some("x".to_owned()),
+                n if n == name => Some(value.to_owned()),
+                _ => None,
+            })
+            .is_err()
+        };
+        assert!(bad("ROBOKASSA_TEST", "maybe"));
+        assert!(bad("ROBOKASSA_HASH", "crc32"));
+        assert!(bad("ROBOKASSA_URL", "not a url"));
     }
 
     #[test]
