@@ -339,6 +339,8 @@ mod end_to_end {
         base: String,
         fake: FakeRobokassa,
         fake_base: String,
+        /// The shop's Robokassa settings, as the admin CLI reads them.
+        robokassa: robokassa::RobokassaConfig,
         queue: NotificationQueue,
         notifier: Notifier,
         telegram: FakeTelegram,
@@ -368,7 +370,7 @@ mod end_to_end {
             .unwrap();
         let queue = NotificationQueue::new(sqs.clone(), url.clone());
 
-        let fake = FakeRobokassa::new(robokassa::RobokassaConfig {
+        let mut robokassa = robokassa::RobokassaConfig {
             merchant_login: LOGIN.into(),
             password1: PASSWORD1.into(),
             password2: PASSWORD2.into(),
@@ -376,8 +378,10 @@ mod end_to_end {
             algorithm: HashAlgorithm::Sha256,
             base_url: String::new(),
             culture: None,
-        });
+        };
+        let fake = FakeRobokassa::new(robokassa.clone());
         let fake_url = fake.start().await.unwrap();
+        robokassa.base_url = fake_url.clone();
         let config = PaymentConfig::from_lookup(|name| {
             Some(match name {
                 "ROBOKASSA_LOGIN" => LOGIN.into(),
@@ -407,6 +411,7 @@ mod end_to_end {
             base,
             fake,
             fake_base: fake_url,
+            robokassa,
             queue,
             telegram,
             faults,
@@ -839,5 +844,56 @@ mod end_to_end {
         let err = half.unwrap_err();
         assert!(err.contains("ROBOKASSA_PASSWORD1"), "{err}");
         assert!(payment_webhook::SECRETS.contains(&"ROBOKASSA_PASSWORD2"));
+    }
+
+    #[tokio::test]
+    async fn payments_check_compares_with_op_state_and_credits_a_lost_result_url() {
+        use tokenbill_admin::payment_check::{Verdict, check};
+        let shop = shop().await;
+        let http = reqwest::Client::new();
+        let config = Some(&shop.robokassa);
+        let mut out = Vec::new();
+        let invoice = shop.invoice(10).await;
+        let id = invoice.id.as_str();
+        assert_eq!(
+            check(&shop.store, config, &http, id, false, &mut out).await.unwrap(),
+            Verdict::Unchecked,
+            "no InvId before the payment page"
+        );
+        let inv_id = shop.open_payment_page(&invoice).await;
+        assert_eq!(
+            check(&shop.store, config, &http, id, false, &mut out).await.unwrap(),
+            Verdict::Consistent,
+            "opened, not paid"
+        );
+        // Robokassa takes the money, but its ResultURL never gets through.
+        shop.fake.set_result_url("http://127.0.0.1:1/payments/robokassa/result");
+        assert!(shop.fake.pay(inv_id).await.is_err());
+        assert_eq!(shop.available(10).await, 0);
+        assert_eq!(
+            check(&shop.store, config, &http, id, false, &mut out).await.unwrap(),
+            Verdict::PaidNotCredited
+        );
+        assert_eq!(shop.available(10).await, 0, "a check alone changes nothing");
+        assert_eq!(
+            check(&shop.store, config, &http, id, true, &mut out).await.unwrap(),
+            Verdict::CreditedNow
+        );
+        assert_eq!(shop.available(10).await, 100);
+        assert_eq!(
+            check(&shop.store, config, &http, id, true, &mut out).await.unwrap(),
+            Verdict::Consistent,
+            "credited once"
+        );
+        assert_eq!(shop.available(10).await, 100);
+        let printed = String::from_utf8(out).unwrap();
+        assert!(printed.contains(&format!("robokassa InvId {inv_id}: state 100 (paid), OutSum 99")), "{printed}");
+        assert!(printed.contains("MISMATCH: paid at Robokassa, not credited"), "{printed}");
+        assert!(printed.contains("ok: paid and credited"), "{printed}");
+        assert!(!printed.contains(PASSWORD2), "{printed}");
+
+        // Robokassa not configured: said so, not guessed.
+        assert!(check(&shop.store, None, &http, id, false, &mut Vec::new()).await.is_err());
+        assert!(check(&shop.store, config, &http, "nosuch", false, &mut Vec::new()).await.is_err());
     }
 }
