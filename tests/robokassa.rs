@@ -896,4 +896,65 @@ mod end_to_end {
         assert!(check(&shop.store, None, &http, id, false, &mut Vec::new()).await.is_err());
         assert!(check(&shop.store, config, &http, "nosuch", false, &mut Vec::new()).await.is_err());
     }
+
+    /// `make dev`: the dev runner mounts a fake Robokassa and the routes, so
+    /// a Robokassa link pays locally, end to end.
+    #[tokio::test]
+    async fn the_dev_runner_pays_by_robokassa_through_its_fake() {
+        let store = tokenbill_tests::fresh_store().await;
+        let sqs = sqs().await;
+        tokenbill_dev::prepare(&store, &sqs).await.unwrap();
+        register(&store, 11).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = tokenbill_dev::local_app(store.clone(), sqs, &unique_name("dev"), base.clone())
+            .await
+            .unwrap();
+        let fake = app.robokassa.clone().expect("a fake Robokassa without ROBOKASSA_LOGIN");
+        tokio::spawn(tokenbill_dev::serve(listener, app.state, std::future::pending()));
+
+        let invoice = store
+            .create_invoice(
+                NewInvoice {
+                    user: user(11),
+                    tariff_id: tokenbill::domain::TariffId::new("pack_100").unwrap(),
+                    provider: Provider::Robokassa,
+                    promo: None,
+                },
+                chrono::Duration::hours(1),
+            )
+            .await
+            .unwrap();
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let to_robokassa = browser
+            .get(format!("{base}/payments/robokassa/pay/{}", invoice.id))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(to_robokassa.status().as_u16(), 302);
+        let payment_page = url::Url::parse(to_robokassa.headers()["location"].to_str().unwrap()).unwrap();
+        let page = browser.get(payment_page.clone()).send().await.unwrap();
+        assert_eq!(page.status().as_u16(), 200);
+        assert!(page.text().await.unwrap().contains("test mode"));
+        let inv_id = payment_page
+            .query_pairs()
+            .find(|(k, _)| k == "InvId")
+            .map(|(_, v)| v.into_owned())
+            .unwrap();
+        let paid = browser
+            .post(payment_page.join("fake/pay").unwrap())
+            .form(&[("InvId", inv_id.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(paid.status().as_u16(), 303);
+        assert_eq!(fake.callbacks()[0].answer, Ok(format!("OK{inv_id}")));
+        let success = paid.headers()["location"].to_str().unwrap().to_owned();
+        let page = browser.get(&success).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("Payment received"), "{page}");
+        assert_eq!(store.balance(user(11)).await.unwrap().0.available.get(), 100);
+    }
 }

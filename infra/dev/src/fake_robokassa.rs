@@ -29,6 +29,39 @@ const STATE_INITIATED: i32 = 5;
 /// `OpStateExt` state of an invoice the payer gave up on.
 const STATE_CANCELLED: i32 = 10;
 
+/// The shop `make dev` pays into when no real Robokassa is configured:
+/// test mode, md5, passwords nobody else uses.
+pub fn dev_config() -> RobokassaConfig {
+    RobokassaConfig {
+        merchant_login: "tokenbill-dev".to_owned(),
+        password1: "dev-robokassa-password-1".to_owned(),
+        password2: "dev-robokassa-password-2".to_owned(),
+        is_test: true,
+        algorithm: HashAlgorithm::Md5,
+        base_url: String::new(),
+        culture: None,
+    }
+}
+
+/// Starts a fake Robokassa for [`dev_config`] whose callbacks and
+/// redirects go to the shop at `shop_base`; returns it with the settings
+/// the payment webhook reads (`ROBOKASSA_LOGIN`, ... `ROBOKASSA_URL`).
+pub async fn start_for_dev(shop_base: &str) -> std::io::Result<(FakeRobokassa, Vec<(&'static str, String)>)> {
+    let config = dev_config();
+    let fake = FakeRobokassa::new(config.clone());
+    let url = fake.start().await?;
+    fake.set_shop(shop_base);
+    let settings = vec![
+        ("ROBOKASSA_LOGIN", config.merchant_login),
+        ("ROBOKASSA_PASSWORD1", config.password1),
+        ("ROBOKASSA_PASSWORD2", config.password2),
+        ("ROBOKASSA_HASH", config.algorithm.as_str().to_owned()),
+        ("ROBOKASSA_TEST", "1".to_owned()),
+        ("ROBOKASSA_URL", url),
+    ];
+    Ok((fake, settings))
+}
+
 /// One request the fake received.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
