@@ -559,7 +559,11 @@ mod end_to_end {
         assert_eq!((status, answer), (200, format!("OK{inv_id}")));
 
         assert_eq!(shop.available(1).await, 100);
-        assert_eq!(shop.store.ledger_entries(user(1)).await.unwrap().len(), 1, "one ledger entry");
+        assert_eq!(
+            shop.store.ledger_entries(user(1)).await.unwrap().len(),
+            1,
+            "one ledger entry"
+        );
         assert!(shop.store.audit(user(1)).await.unwrap().is_ok());
         let paid = shop.status(&invoice).await;
         assert_eq!(paid.status, InvoiceStatus::Paid);
@@ -603,7 +607,8 @@ mod end_to_end {
         );
         // OutSum changed after signing.
         refused(
-            shop.result(&genuine.replace("OutSum=99.000000", "OutSum=1.000000")).await,
+            shop.result(&genuine.replace("OutSum=99.000000", "OutSum=1.000000"))
+                .await,
             "bad_signature",
         );
         // Another invoice's id put in Shp_invoice after signing.
@@ -619,23 +624,27 @@ mod end_to_end {
             "payment_mismatch",
         );
         refused(
-            shop.result(&shop.signed_result("99.001", inv_id, &ours, PASSWORD2)).await,
+            shop.result(&shop.signed_result("99.001", inv_id, &ours, PASSWORD2))
+                .await,
             "payment_mismatch",
         );
         // Signed with Password #1 (what SuccessURL uses): not a ResultURL.
         refused(
-            shop.result(&shop.signed_result("99.00", inv_id, &ours, PASSWORD1)).await,
+            shop.result(&shop.signed_result("99.00", inv_id, &ours, PASSWORD1))
+                .await,
             "bad_signature",
         );
         // Our invoice with an InvId that is not its own (here the other
         // invoice's): never credited across invoices.
         refused(
-            shop.result(&shop.signed_result("99.00", other_inv_id, &ours, PASSWORD2)).await,
+            shop.result(&shop.signed_result("99.00", other_inv_id, &ours, PASSWORD2))
+                .await,
             "payment_mismatch",
         );
         // An unknown InvId, and an unknown invoice.
         refused(
-            shop.result(&shop.signed_result("99.00", 2_000_000_000, &ours, PASSWORD2)).await,
+            shop.result(&shop.signed_result("99.00", 2_000_000_000, &ours, PASSWORD2))
+                .await,
             "payment_mismatch",
         );
         refused(
@@ -887,14 +896,28 @@ mod end_to_end {
         );
         assert_eq!(shop.available(10).await, 100);
         let printed = String::from_utf8(out).unwrap();
-        assert!(printed.contains(&format!("robokassa InvId {inv_id}: state 100 (paid), OutSum 99")), "{printed}");
-        assert!(printed.contains("MISMATCH: paid at Robokassa, not credited"), "{printed}");
+        assert!(
+            printed.contains(&format!("robokassa InvId {inv_id}: state 100 (paid), OutSum 99")),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("MISMATCH: paid at Robokassa, not credited"),
+            "{printed}"
+        );
         assert!(printed.contains("ok: paid and credited"), "{printed}");
         assert!(!printed.contains(PASSWORD2), "{printed}");
 
         // Robokassa not configured: said so, not guessed.
-        assert!(check(&shop.store, None, &http, id, false, &mut Vec::new()).await.is_err());
-        assert!(check(&shop.store, config, &http, "nosuch", false, &mut Vec::new()).await.is_err());
+        assert!(
+            check(&shop.store, None, &http, id, false, &mut Vec::new())
+                .await
+                .is_err()
+        );
+        assert!(
+            check(&shop.store, config, &http, "nosuch", false, &mut Vec::new())
+                .await
+                .is_err()
+        );
     }
 
     /// `make dev`: the dev runner mounts a fake Robokassa and the routes, so

@@ -140,7 +140,9 @@ impl From<RobokassaError> for Failure {
         }
         match err {
             RobokassaError::BadSignature => Failure::BadSignature(err.to_string()),
-            RobokassaError::MissingField(_) | RobokassaError::InvalidField { .. } => Failure::Malformed(err.to_string()),
+            RobokassaError::MissingField(_) | RobokassaError::InvalidField { .. } => {
+                Failure::Malformed(err.to_string())
+            }
             RobokassaError::BadAmount { .. } => Failure::Mismatch(err.to_string()),
             _ => Failure::Internal(err.to_string()),
         }

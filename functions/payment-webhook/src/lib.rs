@@ -128,9 +128,7 @@ impl PaymentWebhook {
             }
             (Method::POST, ["payments", "mock", "callback"]) => self.mock_callback(&incoming).await,
             (Method::GET, ["payments", "robokassa", "pay", invoice]) => self.robokassa_pay(invoice).await,
-            (Method::GET | Method::POST, ["payments", "robokassa", "result"]) => {
-                self.robokassa_result(&incoming).await
-            }
+            (Method::GET | Method::POST, ["payments", "robokassa", "result"]) => self.robokassa_result(&incoming).await,
             (Method::GET | Method::POST, ["payments", "robokassa", "success"]) => {
                 self.robokassa_success(&incoming).await
             }

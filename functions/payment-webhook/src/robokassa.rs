@@ -152,7 +152,8 @@ impl PaymentWebhook {
                 reason: "is not a whole number of kopecks",
             })
         })?;
-        let amount = Money::new(Decimal::new(kopecks, 2), Currency::Rub).map_err(|e| Failure::Mismatch(e.to_string()))?;
+        let amount =
+            Money::new(Decimal::new(kopecks, 2), Currency::Rub).map_err(|e| Failure::Mismatch(e.to_string()))?;
         let proof = PaymentProof {
             invoice_id: invoice_id.clone(),
             provider: Provider::Robokassa,
@@ -242,6 +243,9 @@ fn shp_invoice(shp: &std::collections::BTreeMap<String, String>) -> Result<Invoi
 }
 
 fn parse_inv_id(text: &str, invoice: &InvoiceId) -> Result<u32, Failure> {
-    text.parse()
-        .map_err(|_| Failure::Internal(format!("invoice {invoice} has a provider reference that is not an InvId")))
+    text.parse().map_err(|_| {
+        Failure::Internal(format!(
+            "invoice {invoice} has a provider reference that is not an InvId"
+        ))
+    })
 }

@@ -449,7 +449,11 @@ async fn pay_pressed(State(fake): State<FakeRobokassa>, body: String) -> axum::r
     let success_url = fake.lock().success_url.clone();
     match (success_url, fake.success_query(inv_id)) {
         (Some(url), Some(query)) => see_other(&format!("{url}?{query}")),
-        _ => (StatusCode::OK, format!("Fake Robokassa: paid; the shop answered {answer:?}")).into_response(),
+        _ => (
+            StatusCode::OK,
+            format!("Fake Robokassa: paid; the shop answered {answer:?}"),
+        )
+            .into_response(),
     }
 }
 
