@@ -584,6 +584,18 @@ mod end_to_end {
             .await;
         assert_eq!(status, 200);
         assert!(page.contains("Already paid"), "{page}");
+
+        // Refunded later (in Robokassa's dashboard, then recorded): a late
+        // repeat of the callback is acknowledged and credits nothing again.
+        shop.store.refund_invoice(&invoice.id).await.unwrap();
+        assert_eq!(shop.available(1).await, 0);
+        assert_eq!(shop.result(&body).await, (200, format!("OK{inv_id}")));
+        assert_eq!(shop.available(1).await, 0);
+        assert_eq!(shop.status(&invoice).await.status, InvoiceStatus::Refunded);
+        let (_, page) = shop
+            .request("GET", &format!("/payments/robokassa/pay/{}", invoice.id), "")
+            .await;
+        assert!(page.contains("refunded"), "{page}");
     }
 
     #[tokio::test]

@@ -72,6 +72,10 @@ impl PaymentWebhook {
                     "Invoice expired",
                     "This invoice has expired. Please start a new purchase in the bot.",
                 )),
+                InvoiceStatus::Refunded => Some((
+                    "Invoice refunded",
+                    "This invoice was paid and refunded. Please start a new purchase in the bot.",
+                )),
                 InvoiceStatus::Pending => None,
             };
             if let Some((title, text)) = closed {
@@ -154,6 +158,15 @@ impl PaymentWebhook {
         })?;
         let amount =
             Money::new(Decimal::new(kopecks, 2), Currency::Rub).map_err(|e| Failure::Mismatch(e.to_string()))?;
+        if invoice.status == InvoiceStatus::Refunded {
+            // Credited once, then reversed: a late repeat is acknowledged
+            // and credits nothing again.
+            invoice
+                .check_payment(Provider::Robokassa, &amount)
+                .map_err(tokenbill::store::StoreError::from)?;
+            tracing::info!(invoice = %invoice.id, inv_id = callback.inv_id, "Robokassa repeat for a refunded invoice");
+            return Ok(robokassa::ok_answer(callback.inv_id));
+        }
         let proof = PaymentProof {
             invoice_id: invoice_id.clone(),
             provider: Provider::Robokassa,
