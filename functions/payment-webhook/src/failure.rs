@@ -6,6 +6,7 @@ use http::{Response, StatusCode};
 use serde_json::json;
 use tokenbill::domain::DomainError;
 use tokenbill::payments::mock::MockError;
+use tokenbill::payments::robokassa::RobokassaError;
 use tokenbill::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +15,8 @@ pub enum Failure {
     NoRoute,
     /// Unknown invoice (or other thing named in the request).
     NotFound(String),
+    /// A provider this deployment does not configure.
+    Disabled(&'static str),
     /// The caller could not prove it is the provider.
     BadSignature(String),
     Malformed(String),
@@ -29,7 +32,7 @@ pub enum Failure {
 impl Failure {
     pub fn status(&self) -> StatusCode {
         match self {
-            Failure::NoRoute | Failure::NotFound(_) => StatusCode::NOT_FOUND,
+            Failure::NoRoute | Failure::NotFound(_) | Failure::Disabled(_) => StatusCode::NOT_FOUND,
             Failure::BadSignature(_) => StatusCode::UNAUTHORIZED,
             Failure::Malformed(_) => StatusCode::BAD_REQUEST,
             Failure::Mismatch(_) => StatusCode::CONFLICT,
@@ -44,6 +47,7 @@ impl Failure {
         match self {
             Failure::NoRoute => "no_route",
             Failure::NotFound(_) => "not_found",
+            Failure::Disabled(_) => "provider_disabled",
             Failure::BadSignature(_) => "bad_signature",
             Failure::Malformed(_) => "malformed",
             Failure::Mismatch(_) => "payment_mismatch",
@@ -63,6 +67,7 @@ impl Failure {
             | Failure::Internal(m) => m,
             Failure::TooLarge => "the body is too large",
             Failure::NoRoute => "no such route",
+            Failure::Disabled(message) => message,
         }
     }
 
@@ -87,6 +92,7 @@ impl Failure {
         self.log();
         let text = match self {
             Failure::NotFound(_) => "This payment link is not valid.",
+            Failure::Disabled(_) => "This payment method is not available.",
             Failure::Unavailable(_) | Failure::Internal(_) => "Something went wrong on our side. Please try again.",
             _ => "This payment cannot be completed.",
         };
@@ -97,10 +103,17 @@ impl Failure {
         )
     }
 
-    /// Plain text, as Robokassa reads its ResultURL answers.
+    /// Plain text, as Robokassa reads its ResultURL answers: anything but
+    /// `OK{InvId}` is a refusal and Robokassa calls again later. A retry
+    /// may fix what answers 5xx; every other refusal is a 400 (404 for a
+    /// provider that is not enabled), its body the code.
     pub fn text(&self) -> Response<String> {
         self.log();
-        crate::respond(self.status(), "text/plain; charset=utf-8", self.code().to_owned())
+        let status = match self {
+            Failure::Unavailable(_) | Failure::Internal(_) | Failure::Disabled(_) | Failure::NoRoute => self.status(),
+            _ => StatusCode::BAD_REQUEST,
+        };
+        crate::respond(status, "text/plain; charset=utf-8", self.code().to_owned())
     }
 }
 
@@ -116,6 +129,22 @@ impl From<StoreError> for Failure {
                 Failure::Malformed(err.to_string())
             }
             other => Failure::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<RobokassaError> for Failure {
+    fn from(err: RobokassaError) -> Self {
+        if err.is_retryable() {
+            return Failure::Unavailable(err.to_string());
+        }
+        match err {
+            RobokassaError::BadSignature => Failure::BadSignature(err.to_string()),
+            RobokassaError::MissingField(_) | RobokassaError::InvalidField { .. } => {
+                Failure::Malformed(err.to_string())
+            }
+            RobokassaError::BadAmount { .. } => Failure::Mismatch(err.to_string()),
+            _ => Failure::Internal(err.to_string()),
         }
     }
 }

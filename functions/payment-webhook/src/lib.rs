@@ -7,15 +7,21 @@
 //! | `GET /payments/mock/checkout/{invoice}` | the mock provider's checkout page |
 //! | `POST /payments/mock/checkout/{invoice}` | Pay / Decline on that page |
 //! | `POST /payments/mock/callback` | the mock provider's signed callback |
+//! | `GET /payments/robokassa/pay/{invoice}` | allocates the `InvId`, redirects to Robokassa |
+//! | `POST\|GET /payments/robokassa/result` | ResultURL: Robokassa's signed word that money arrived |
+//! | `GET\|POST /payments/robokassa/success` | SuccessURL: the page the payer returns to |
+//! | `GET\|POST /payments/robokassa/fail` | FailURL: the payer gave up |
 
 mod failure;
 mod mock;
 mod pages;
+mod robokassa;
 
 use http::{Method, Response, StatusCode};
 use tokenbill::Store;
 use tokenbill::domain::notification::NotificationId;
 use tokenbill::payments::mock::MockProvider;
+use tokenbill::payments::robokassa::RobokassaConfig;
 use tokenbill::queue::NotificationQueue;
 
 pub use failure::Failure;
@@ -25,12 +31,14 @@ pub use failure::Failure;
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// The secrets this function needs (see [`tokenbill::secrets`]).
-pub const SECRETS: [&str; 1] = ["MOCK_PROVIDER_SECRET"];
+pub const SECRETS: [&str; 3] = ["MOCK_PROVIDER_SECRET", "ROBOKASSA_PASSWORD1", "ROBOKASSA_PASSWORD2"];
 
 #[derive(Debug, Clone)]
 pub struct PaymentConfig {
     /// The mock provider, when enabled (its secret is set).
     pub mock: Option<MockProvider>,
+    /// Robokassa, when enabled (`ROBOKASSA_LOGIN` is set).
+    pub robokassa: Option<RobokassaConfig>,
     /// Where users go back to after paying: `https://t.me/<bot>`.
     pub bot_url: String,
 }
@@ -39,11 +47,22 @@ impl PaymentConfig {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let mock = var("MOCK_PROVIDER_SECRET").map(MockProvider::new).transpose()?;
+        // Enabled by its login; then its passwords are required, and a
+        // half-configured Robokassa stops the cold start rather than
+        // failing payments one by one.
+        let robokassa = match var("ROBOKASSA_LOGIN") {
+            Some(_) => Some(RobokassaConfig::from_lookup(&lookup).map_err(|e| format!("Robokassa: {e}"))?),
+            None => None,
+        };
         let bot_url = var("TELEGRAM_BOT_USERNAME").map_or_else(
             || "https://t.me/".to_owned(),
             |name| format!("https://t.me/{}", name.trim_start_matches('@')),
         );
-        Ok(Self { mock, bot_url })
+        Ok(Self {
+            mock,
+            robokassa,
+            bot_url,
+        })
     }
 }
 
@@ -108,6 +127,12 @@ impl PaymentWebhook {
                 self.mock_checkout_action(invoice, &incoming).await
             }
             (Method::POST, ["payments", "mock", "callback"]) => self.mock_callback(&incoming).await,
+            (Method::GET, ["payments", "robokassa", "pay", invoice]) => self.robokassa_pay(invoice).await,
+            (Method::GET | Method::POST, ["payments", "robokassa", "result"]) => self.robokassa_result(&incoming).await,
+            (Method::GET | Method::POST, ["payments", "robokassa", "success"]) => {
+                self.robokassa_success(&incoming).await
+            }
+            (Method::GET | Method::POST, ["payments", "robokassa", "fail"]) => self.robokassa_fail(&incoming).await,
             _ => Failure::NoRoute.json(),
         }
     }
@@ -116,6 +141,16 @@ impl PaymentWebhook {
     async fn publish(&self, id: NotificationId) {
         self.queue.publish_or_log(&[id]).await;
     }
+}
+
+/// `302 Found` to `location` (a payment page).
+pub(crate) fn redirect(location: &str) -> Response<String> {
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header(http::header::LOCATION, location)
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(String::new())
+        .unwrap_or_else(|_| Failure::Internal("unusable redirect location".into()).page())
 }
 
 pub(crate) fn respond(status: StatusCode, content_type: &str, body: String) -> Response<String> {

@@ -2,6 +2,7 @@
 //! Endpoints and credentials come from the standard AWS variables; the
 //! table from `--table` or `TOKENBILL_TABLE`.
 
+pub mod payment_check;
 mod payments;
 
 use std::io::Write;
@@ -51,7 +52,7 @@ pub enum Command {
     /// Manage promo codes.
     #[command(subcommand)]
     Promo(PromoCommand),
-    /// Refund payments.
+    /// Refund payments; check them with their providers.
     #[command(subcommand)]
     Payments(payments::PaymentsCommand),
 }
@@ -269,7 +270,7 @@ pub async fn run(cli: Cli, config: &SdkConfig, out: &mut impl Write) -> Result<(
         Command::User(UserCommand::Show { id, entries }) => show_user(&store, id, entries, out).await?,
         Command::Tokens(TokensCommand::Grant(args)) => grant(&store, args, out).await?,
         Command::Promo(command) => promo(&store, command, out).await?,
-        Command::Payments(command) => payments::payments(&store, command, out).await?,
+        Command::Payments(command) => payments::payments(&store, config, command, out).await?,
     }
     Ok(())
 }

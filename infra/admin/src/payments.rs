@@ -1,5 +1,6 @@
 //! `payments refund`: gives a paid invoice's money back and takes its
-//! tokens back with a ledger entry.
+//! tokens back with a ledger entry. `payments check`: see
+//! [`crate::payment_check`].
 
 use std::io::Write;
 
@@ -30,10 +31,29 @@ pub enum PaymentsCommand {
         #[arg(long, env = "TELEGRAM_API_URL")]
         telegram_api_url: Option<String>,
     },
+    /// Compare an invoice with the provider's record (Robokassa: OpStateExt,
+    /// configured by ROBOKASSA_LOGIN / ROBOKASSA_PASSWORD1 / ROBOKASSA_PASSWORD2).
+    Check {
+        invoice: String,
+        /// Credit the invoice when Robokassa reports it paid and it is not
+        /// (a ResultURL that never arrived).
+        #[arg(long)]
+        credit: bool,
+    },
 }
 
-pub async fn payments(store: &Store, command: PaymentsCommand, out: &mut impl Write) -> Result<(), AdminError> {
+pub async fn payments(
+    store: &Store,
+    config: &aws_config::SdkConfig,
+    command: PaymentsCommand,
+    out: &mut impl Write,
+) -> Result<(), AdminError> {
     match command {
+        PaymentsCommand::Check { invoice, credit } => {
+            let robokassa = crate::payment_check::robokassa_from_env(config).await?;
+            let http = reqwest::Client::new();
+            crate::payment_check::check(store, robokassa.as_ref(), &http, &invoice, credit, out).await?;
+        }
         PaymentsCommand::Refund {
             invoice,
             external,

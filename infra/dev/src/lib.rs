@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+pub mod fake_robokassa;
 pub mod fake_telegram;
 pub mod poller;
 
@@ -144,6 +145,8 @@ pub struct LocalApp {
     pub state: AppState,
     /// The fake Telegram, when no `TELEGRAM_BOT_TOKEN` is set.
     pub telegram: Option<fake_telegram::FakeTelegram>,
+    /// The fake Robokassa, when no `ROBOKASSA_LOGIN` is set.
+    pub robokassa: Option<fake_robokassa::FakeRobokassa>,
     pub notifier: Arc<Notifier>,
     pub queue: NotificationQueue,
 }
@@ -151,19 +154,33 @@ pub struct LocalApp {
 /// Builds every function for local use, on queues named with `queue_prefix`
 /// (created if missing). Without `TELEGRAM_BOT_TOKEN`, the bot and the
 /// notifier talk to a fake Telegram on loopback (returned, so its calls can
-/// be seen); with it, to Telegram (or `TELEGRAM_API_URL`).
+/// be seen); with it, to Telegram (or `TELEGRAM_API_URL`). Likewise
+/// Robokassa: a fake on loopback unless `ROBOKASSA_LOGIN` is set; the bot
+/// offers it next to the mock provider unless `PAYMENT_PROVIDERS` is set.
 pub async fn local_app(
     store: Store,
     sqs: aws_sdk_sqs::Client,
     queue_prefix: &str,
     public_base_url: String,
 ) -> Result<LocalApp, String> {
+    let (robokassa, robokassa_settings) = if std::env::var("ROBOKASSA_LOGIN").is_ok() {
+        (None, Vec::new())
+    } else {
+        let (fake, settings) = fake_robokassa::start_for_dev(&public_base_url)
+            .await
+            .map_err(|e| format!("fake Robokassa: {e}"))?;
+        (Some(fake), settings)
+    };
     let lookup = |name: &str| {
         std::env::var(name).ok().or_else(|| match name {
             "TELEGRAM_WEBHOOK_SECRET" => Some(DEV_WEBHOOK_SECRET.to_owned()),
             "MOCK_PROVIDER_SECRET" => Some(DEV_MOCK_SECRET.to_owned()),
             "PUBLIC_BASE_URL" => Some(public_base_url.clone()),
-            _ => None,
+            "PAYMENT_PROVIDERS" => Some("mock,robokassa".to_owned()),
+            _ => robokassa_settings
+                .iter()
+                .find(|(setting, _)| *setting == name)
+                .map(|(_, value)| value.clone()),
         })
     };
     let config = telegram_webhook::BotConfig::from_lookup(lookup)?;
@@ -198,6 +215,7 @@ pub async fn local_app(
             payments: Arc::new(payments),
         },
         telegram,
+        robokassa,
         notifier: Arc::new(notifier),
         queue,
     })
@@ -254,6 +272,7 @@ pub fn describe(addr: SocketAddr) -> String {
          health:  curl http://{addr}/health\n  \
          bot:     curl -X POST http://{addr}/telegram/webhook -H 'X-Telegram-Bot-Api-Secret-Token: {DEV_WEBHOOK_SECRET}' -d '{update}'\n  \
          pay:     open the checkout link the bot sends (http://{addr}/payments/mock/checkout/INVOICE)\n  \
+         \x20        or its Robokassa link (http://{addr}/payments/robokassa/pay/INVOICE: a fake Robokassa unless ROBOKASSA_LOGIN is set)\n  \
          stop:    Ctrl-C"
     )
 }

@@ -7,4 +7,5 @@
 //! - [`stars`]: Telegram Stars invoices, paid inside Telegram.
 
 pub mod mock;
+pub mod robokassa;
 pub mod stars;
