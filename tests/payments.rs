@@ -262,6 +262,16 @@ async fn the_checkout_page_pays_and_declines() {
     assert!(page.contains("Already paid"), "{page}");
 
     assert_eq!(shop.request("POST", &uri, &form, b"action=steal").await.0, 400);
+
+    // A cancelled invoice is not offered, and Pay does nothing.
+    let cancelled = shop.invoice(4, Provider::Mock).await;
+    shop.store.cancel_invoice(&cancelled.id, user(4)).await.unwrap();
+    let uri = format!("/payments/mock/checkout/{}", cancelled.id);
+    let (_, page) = shop.request("GET", &uri, &[], b"").await;
+    assert!(page.contains("Not payable") && !page.contains("id=\"pay\""), "{page}");
+    let (_, page) = shop.request("POST", &uri, &form, b"action=pay").await;
+    assert!(page.contains("Not payable"), "{page}");
+    assert_eq!(shop.available(4).await, 0);
     assert_eq!(
         shop.request("GET", "/payments/mock/checkout/nosuch", &[], b"").await.0,
         404

@@ -20,14 +20,25 @@ pub struct SweepReport {
     pub notifications_republished: usize,
 }
 
-/// Runs every step; the first failure stops the sweep (the next tick
-/// retries it).
+/// Runs every step. A failing item is logged and skipped (the others go
+/// on) and the sweep then reports the first failure, so the function's
+/// error alarm sees it; the next tick retries it.
 pub async fn sweep(store: &Store, queue: &NotificationQueue) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
+    let mut first_failure = None;
     for id in store.expired_pending_invoices(store.now(), INVOICES_PER_SWEEP).await? {
-        store.expire_invoice(&id).await?;
-        report.invoices_expired += 1;
+        // One invoice that fails must not hold back the others.
+        match store.expire_invoice(&id).await {
+            Ok(_) => report.invoices_expired += 1,
+            Err(err) => {
+                tracing::error!(invoice = %id, error = %err, "could not expire the invoice");
+                first_failure.get_or_insert(err);
+            }
+        }
     }
     report.notifications_republished = republish_undelivered(store, queue).await?;
-    Ok(report)
+    match first_failure {
+        Some(err) => Err(err),
+        None => Ok(report),
+    }
 }

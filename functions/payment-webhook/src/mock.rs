@@ -16,7 +16,7 @@ impl PaymentWebhook {
         self.config
             .mock
             .as_ref()
-            .ok_or_else(|| Failure::NotFound("the mock provider is not enabled".into()))
+            .ok_or(Failure::Disabled("the mock provider is not enabled"))
     }
 
     async fn mock_invoice(&self, id: &str) -> Result<tokenbill::domain::invoice::Invoice, Failure> {
@@ -39,6 +39,9 @@ impl PaymentWebhook {
             Ok(invoice) if invoice.status == InvoiceStatus::Paid => {
                 self.result_page("Already paid", "This invoice is paid. Your tokens are in your balance.")
             }
+            // Only a pending invoice in its time is offered for payment (a
+            // late payment can still arrive by callback and is credited).
+            Ok(invoice) if !self.offered(&invoice) => self.not_payable_page(),
             Ok(invoice) => respond(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
@@ -54,6 +57,9 @@ impl PaymentWebhook {
         let result = async {
             let provider = self.mock_provider()?;
             let invoice = self.mock_invoice(invoice).await?;
+            if invoice.status != InvoiceStatus::Paid && !self.offered(&invoice) {
+                return Ok(None);
+            }
             let action = incoming.form().into_iter().find(|(k, _)| k == "action").map(|(_, v)| v);
             let event = match action.as_deref() {
                 Some("pay") => MockEventKind::Succeeded,
@@ -72,14 +78,16 @@ impl PaymentWebhook {
             let (signature, body) = provider.callback(&event, self.store.now());
             self.mock_event(provider.verify(Some(&signature), &body, self.store.now())?)
                 .await
+                .map(Some)
         }
         .await;
         match result {
-            Ok(MockEventKind::Succeeded) => self.result_page(
+            Ok(None) => self.not_payable_page(),
+            Ok(Some(MockEventKind::Succeeded)) => self.result_page(
                 "Payment succeeded",
                 "Your tokens are in your balance. The bot will message you.",
             ),
-            Ok(MockEventKind::Declined) => self.result_page(
+            Ok(Some(MockEventKind::Declined)) => self.result_page(
                 "Payment declined",
                 "No money was taken. You can try again from the bot.",
             ),
@@ -137,6 +145,20 @@ impl PaymentWebhook {
             }
         }
         Ok(event.event)
+    }
+
+    /// Only a pending invoice in its time is offered for payment on the
+    /// checkout page (a late payment can still arrive by callback and is
+    /// credited).
+    fn offered(&self, invoice: &tokenbill::domain::invoice::Invoice) -> bool {
+        invoice.status == InvoiceStatus::Pending && !invoice.is_expired_at(self.store.now())
+    }
+
+    fn not_payable_page(&self) -> Response<String> {
+        self.result_page(
+            "Not payable",
+            "This invoice is no longer waiting for payment. Start a new purchase in the bot.",
+        )
     }
 
     pub(crate) fn result_page(&self, title: &str, text: &str) -> Response<String> {

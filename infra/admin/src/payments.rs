@@ -21,7 +21,8 @@ pub enum PaymentsCommand {
     /// and pass --external.
     Refund {
         invoice: String,
-        /// The money was already returned outside Tokenbill.
+        /// The money was already returned (in the provider's dashboard, or
+        /// by an earlier run whose reversal failed): only record it.
         #[arg(long)]
         external: bool,
         /// The bot's token (prefer the environment variable).
@@ -81,7 +82,17 @@ pub async fn payments(
                     invoice.status
                 )));
             }
-            let refund = store.refund_invoice(&id).await?;
+            let refund = store.refund_invoice(&id).await.map_err(|err| {
+                if invoice.status == InvoiceStatus::Paid {
+                    // The money is back with the user; the tokens are not.
+                    AdminError::Input(format!(
+                        "the money went back but the tokens could not be taken back ({err}); \
+                         when the user has them again, run this again with --external"
+                    ))
+                } else {
+                    err.into()
+                }
+            })?;
             let (balance, _) = store.balance(invoice.user).await?;
             writeln!(
                 out,
@@ -103,15 +114,14 @@ async fn return_money(
     bot_token: Option<String>,
     api_url: Option<String>,
 ) -> Result<(), AdminError> {
+    if external {
+        return Ok(());
+    }
     if invoice.provider != Provider::TelegramStars {
-        return if external {
-            Ok(())
-        } else {
-            Err(AdminError::Input(format!(
-                "{} payments are refunded in the provider's dashboard: do that, then run again with --external",
-                invoice.provider.as_str()
-            )))
-        };
+        return Err(AdminError::Input(format!(
+            "{} payments are refunded in the provider's dashboard: do that, then run again with --external",
+            invoice.provider.as_str()
+        )));
     }
     let charge = invoice
         .provider_ref
