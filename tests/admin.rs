@@ -371,3 +371,48 @@ async fn payments_refund_returns_stars_and_takes_the_tokens_back() {
     let unknown = refund("nosuchinvoice", &[]).await.unwrap_err().to_string();
     assert!(unknown.contains("no invoice"), "{unknown}");
 }
+
+/// `webhook set | info | delete` against a fake Bot API: the URL, the
+/// secret token and exactly the update kinds the bot handles.
+#[tokio::test]
+async fn webhook_commands_register_the_bot_with_telegram() {
+    let store = fresh_store().await;
+    let telegram = tokenbill_dev::fake_telegram::FakeTelegram::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(telegram.clone().serve(listener));
+    let bot = ["--bot-token", "1:TEST", "--telegram-api-url", api.as_str()];
+    let run = |args: Vec<&str>| {
+        let table = store.table().to_owned();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        async move { admin(&table, &args.iter().map(String::as_str).collect::<Vec<_>>()).await }
+    };
+
+    let url = "https://abc.execute-api.eu-central-1.amazonaws.com/telegram/webhook";
+    let mut set = vec!["webhook", "set", url, "--secret", "s3cret_token"];
+    set.extend(bot);
+    assert!(run(set).await.unwrap().contains("webhook set"));
+    let calls = telegram.take_calls();
+    assert_eq!(calls[0].method, "setwebhook");
+    assert_eq!(calls[0].params["url"], url);
+    assert_eq!(calls[0].params["secret_token"], "s3cret_token");
+    assert_eq!(
+        calls[0].params["allowed_updates"],
+        serde_json::json!(["message", "callback_query", "pre_checkout_query", "my_chat_member"])
+    );
+
+    let mut info = vec!["webhook", "info"];
+    info.extend(bot);
+    let shown = run(info.clone()).await.unwrap();
+    assert!(shown.contains(url) && shown.contains("pre_checkout_query"), "{shown}");
+
+    let mut insecure = vec!["webhook", "set", "http://example.com/hook", "--secret", "x"];
+    insecure.extend(bot);
+    let refused = run(insecure).await.unwrap_err().to_string();
+    assert!(refused.contains("https"), "{refused}");
+
+    let mut delete = vec!["webhook", "delete"];
+    delete.extend(bot);
+    assert!(run(delete).await.unwrap().contains("deleted"));
+    assert!(run(info).await.unwrap().contains("(none)"));
+}

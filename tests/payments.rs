@@ -392,6 +392,7 @@ async fn the_sweep_expires_unpaid_invoices_and_publishes_what_never_reached_the_
         report,
         SweepReport {
             invoices_expired: 1,
+            holds_released: 0,
             notifications_republished: 0,
         },
         "delivered notifications leave the outbox"

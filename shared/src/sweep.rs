@@ -8,6 +8,8 @@ use crate::store::{Store, StoreError};
 
 /// Invoices closed per sweep at most; the rest wait for the next tick.
 const INVOICES_PER_SWEEP: i32 = 200;
+/// Expired holds given back per sweep at most.
+const HOLDS_PER_SWEEP: i32 = 500;
 
 /// What one sweep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -15,6 +17,8 @@ pub struct SweepReport {
     /// Pending invoices whose time ran out, now expired (promo redemptions
     /// given back).
     pub invoices_expired: usize,
+    /// Spend API holds whose time ran out, their tokens given back.
+    pub holds_released: usize,
     /// Outbox notifications published again (never reached the queue, or
     /// their sender died).
     pub notifications_republished: usize,
@@ -36,9 +40,36 @@ pub async fn sweep(store: &Store, queue: &NotificationQueue) -> Result<SweepRepo
             }
         }
     }
+    match release_expired_holds(store).await {
+        Ok(released) => report.holds_released = released,
+        Err(err) => {
+            first_failure.get_or_insert(err);
+        }
+    }
     report.notifications_republished = republish_undelivered(store, queue).await?;
     match first_failure {
         Some(err) => Err(err),
         None => Ok(report),
+    }
+}
+
+/// Gives back the tokens of spend API holds whose time ran out and that
+/// nobody touched since (a crashed caller's). A failing hold is logged and
+/// the others go on; the first failure is returned after them.
+pub async fn release_expired_holds(store: &Store) -> Result<usize, StoreError> {
+    let mut released = 0;
+    let mut first_failure = None;
+    for hold in store.expired_holds(HOLDS_PER_SWEEP).await? {
+        match store.release_expired_hold(hold).await {
+            Ok(done) => released += usize::from(done),
+            Err(err) => {
+                tracing::error!(hold = %hold, error = %err, "could not release the expired hold");
+                first_failure.get_or_insert(err);
+            }
+        }
+    }
+    match first_failure {
+        Some(err) => Err(err),
+        None => Ok(released),
     }
 }

@@ -14,3 +14,12 @@ pub fn bot(token: String) -> Result<Bot, String> {
         Err(_) => Ok(bot),
     }
 }
+
+/// The update kinds the bot acts on, given to `setWebhook`: Telegram sends
+/// nothing else (edited messages, channel posts... would only be ignored).
+pub const ALLOWED_UPDATES: [teloxide_core::types::AllowedUpdate; 4] = [
+    teloxide_core::types::AllowedUpdate::Message,
+    teloxide_core::types::AllowedUpdate::CallbackQuery,
+    teloxide_core::types::AllowedUpdate::PreCheckoutQuery,
+    teloxide_core::types::AllowedUpdate::MyChatMember,
+];

@@ -2,8 +2,10 @@
 //! Endpoints and credentials come from the standard AWS variables; the
 //! table from `--table` or `TOKENBILL_TABLE`.
 
+mod keys;
 pub mod payment_check;
 mod payments;
+mod webhook;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,7 +24,7 @@ use tokenbill::store::{BalanceRequest, Store, StoreError};
 #[command(
     name = "tokenbill-admin",
     version,
-    about = "Operate Tokenbill: table, tariffs, users, tokens"
+    about = "Operate Tokenbill: table, tariffs, users, tokens, promo codes, service keys, payments"
 )]
 pub struct Cli {
     /// The DynamoDB table.
@@ -52,6 +54,12 @@ pub enum Command {
     /// Manage promo codes.
     #[command(subcommand)]
     Promo(PromoCommand),
+    /// Service keys for the spend API.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Point Telegram at the deployed bot.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
     /// Refund payments; check them with their providers.
     #[command(subcommand)]
     Payments(payments::PaymentsCommand),
@@ -270,6 +278,8 @@ pub async fn run(cli: Cli, config: &SdkConfig, out: &mut impl Write) -> Result<(
         Command::User(UserCommand::Show { id, entries }) => show_user(&store, id, entries, out).await?,
         Command::Tokens(TokensCommand::Grant(args)) => grant(&store, args, out).await?,
         Command::Promo(command) => promo(&store, command, out).await?,
+        Command::Keys(command) => keys::keys(&store, command, out).await?,
+        Command::Webhook(command) => webhook::webhook(command, out).await?,
         Command::Payments(command) => payments::payments(&store, config, command, out).await?,
     }
     Ok(())

@@ -32,6 +32,8 @@ struct Inner {
     calls: Vec<Call>,
     failures: Vec<Failure>,
     next_message_id: i64,
+    /// What `setWebhook` last set (`getWebhookInfo` reports it).
+    webhook: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -120,6 +122,26 @@ async fn call(
             })
         }
         "getme" => json!({ "id": 1, "is_bot": true, "first_name": "Tokenbill", "username": "TokenbillBot" }),
+        "setwebhook" => {
+            inner.webhook = Some(params.clone());
+            json!(true)
+        }
+        "deletewebhook" => {
+            inner.webhook = None;
+            json!(true)
+        }
+        "getwebhookinfo" => {
+            let set = inner.webhook.clone().unwrap_or(Value::Null);
+            let mut info = json!({
+                "url": set["url"].as_str().unwrap_or(""),
+                "has_custom_certificate": false,
+                "pending_update_count": 0,
+            });
+            if let Some(updates) = set.get("allowed_updates") {
+                info["allowed_updates"] = updates.clone();
+            }
+            info
+        }
         _ => json!(true),
     };
     (StatusCode::OK, Json(json!({ "ok": true, "result": result })))

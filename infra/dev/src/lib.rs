@@ -19,6 +19,7 @@ use axum::routing::{any, get, post};
 use notifier::Notifier;
 use payment_webhook::{PaymentConfig, PaymentWebhook};
 use serde_json::json;
+use spend_api::{SpendApi, SpendConfig};
 use telegram_webhook::Webhook;
 use tokenbill::domain::tariff::Tariff;
 use tokenbill::queue::NotificationQueue;
@@ -33,6 +34,7 @@ pub struct AppState {
     pub store: Store,
     pub webhook: Arc<Webhook>,
     pub payments: Arc<PaymentWebhook>,
+    pub spend: Arc<SpendApi>,
 }
 
 /// Creates the table and queues and seeds the sample catalog into an empty
@@ -62,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/telegram/webhook", post(telegram_webhook))
         .route("/payments/{*route}", any(payments))
+        .route("/v1/{*route}", any(spend))
         .with_state(state)
 }
 
@@ -75,6 +78,13 @@ async fn telegram_webhook(State(state): State<AppState>, request: Request<Body>)
 async fn payments(State(state): State<AppState>, request: Request<Body>) -> Response {
     match raw(request).await {
         Ok(request) => lambda_answer(state.payments.handle(request).await),
+        Err(refused) => refused,
+    }
+}
+
+async fn spend(State(state): State<AppState>, request: Request<Body>) -> Response {
+    match raw(request).await {
+        Ok(request) => lambda_answer(state.spend.handle(request).await),
         Err(refused) => refused,
     }
 }
@@ -208,11 +218,16 @@ pub async fn local_app(
     let payments = PaymentWebhook::new(store.clone(), queue.clone(), PaymentConfig::from_lookup(lookup)?);
     let notifier = Notifier::new(store.clone(), bot.clone(), sqs, queue_url);
     let webhook = Webhook::new(store.clone(), bot, config).with_queue(queue.clone());
+    let spend = SpendApi::new(
+        store.clone(),
+        SpendConfig::from_lookup(|name| std::env::var(name).ok())?,
+    );
     Ok(LocalApp {
         state: AppState {
             store,
             webhook: Arc::new(webhook),
             payments: Arc::new(payments),
+            spend: Arc::new(spend),
         },
         telegram,
         robokassa,
@@ -264,8 +279,17 @@ impl Drop for Background {
     }
 }
 
+/// A fresh spend API key for this run (printed once; only its hash is kept).
+pub async fn dev_service_key(store: &Store) -> Result<String, StoreError> {
+    use tokenbill::domain::service_key::{RatePerSecond, Scope, ServiceKey};
+    let rate = RatePerSecond::new(50)?;
+    let (secret, record) = ServiceKey::create("make dev", vec![Scope::Spend, Scope::Read], rate, store.now())?;
+    store.create_service_key(&record).await?;
+    Ok(secret.reveal().to_owned())
+}
+
 /// What `make dev` prints on start.
-pub fn describe(addr: SocketAddr) -> String {
+pub fn describe(addr: SocketAddr, service_key: &str) -> String {
     let update = r#"{"update_id":1,"message":{"message_id":1,"date":0,"chat":{"id":42,"type":"private"},"from":{"id":42,"is_bot":false,"first_name":"Ann"},"text":"/start"}}"#;
     format!(
         "Tokenbill is running on http://{addr}\n  \
@@ -273,6 +297,8 @@ pub fn describe(addr: SocketAddr) -> String {
          bot:     curl -X POST http://{addr}/telegram/webhook -H 'X-Telegram-Bot-Api-Secret-Token: {DEV_WEBHOOK_SECRET}' -d '{update}'\n  \
          pay:     open the checkout link the bot sends (http://{addr}/payments/mock/checkout/INVOICE)\n  \
          \x20        or its Robokassa link (http://{addr}/payments/robokassa/pay/INVOICE: a fake Robokassa unless ROBOKASSA_LOGIN is set)\n  \
+         spend:   curl -X POST http://{addr}/v1/spend -H 'Authorization: Bearer {service_key}' -H 'Idempotency-Key: try-1' -H 'Content-Type: application/json' -d '{{\"user_id\":42,\"tokens\":5}}'\n  \
+         \x20        (a service key made for this run, shown only now; see docs/token-spending.md)\n  \
          stop:    Ctrl-C"
     )
 }

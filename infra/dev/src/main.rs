@@ -1,6 +1,6 @@
 use clap::Parser;
 use tokenbill::store::Store;
-use tokenbill_dev::{describe, local_app, prepare, serve};
+use tokenbill_dev::{describe, dev_service_key, local_app, prepare, serve};
 
 /// Runs Tokenbill locally: every function behind one HTTP endpoint.
 #[derive(Debug, Parser)]
@@ -27,9 +27,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     let addr = listener.local_addr()?;
+    let service_key = dev_service_key(&store).await?;
     let app = local_app(store, sqs, "", format!("http://{addr}")).await?;
     let _background = app.spawn_background();
-    println!("{}", describe(addr));
+    println!("{}", describe(addr, &service_key));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("stopping");

@@ -353,6 +353,9 @@ pub struct LedgerEntry {
     pub reference: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// What the caller attached (JSON text), e.g. a spend API request's metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
     /// The hold this entry created, captured or released.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_id: Option<TxId>,
@@ -600,6 +603,7 @@ mod tests {
             created_at: Utc::now(),
             reference: None,
             description: None,
+            metadata: None,
             hold_id: None,
             refund_of: None,
             refundable: None,

@@ -8,6 +8,7 @@ pub mod money;
 pub mod notification;
 pub mod pricing;
 pub mod promo;
+pub mod service_key;
 pub mod subscription;
 pub mod tariff;
 pub mod tokens;

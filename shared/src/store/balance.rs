@@ -27,6 +27,10 @@ use crate::domain::{DomainError, EntryKind, IdempotencyKey, Movement, Tokens, Tx
 
 /// Attempts before a lost race is reported as [`StoreError::Contention`].
 const MAX_ATTEMPTS: u32 = 8;
+/// Writes that pin the expected balance (to answer `balance_after`) before
+/// falling back to a plain conditional write, which never loses a race
+/// but cannot tell the balance it left.
+const PINNED_ATTEMPTS: u32 = 3;
 
 /// One request to change a balance.
 #[derive(Debug, Clone)]
@@ -36,6 +40,16 @@ pub struct BalanceRequest {
     pub key: IdempotencyKey,
     pub reference: Option<String>,
     pub description: Option<String>,
+    /// Caller's data kept with the ledger entry (JSON text).
+    pub metadata: Option<String>,
+    /// What the caller believes the available balance is. When given (or
+    /// read anyway, as for captures), the write is pinned to it and the
+    /// receipt tells the exact balance after; a wrong guess costs one more
+    /// round trip, never a wrong answer.
+    pub expected_available: Option<Tokens>,
+    /// Whatever else makes two requests "the same request" beyond the
+    /// movement (e.g. a hash of an API request's body).
+    pub request_fingerprint: Option<String>,
     /// Items written in the same transaction, conditions included.
     pub extra: Vec<TransactWriteItem>,
 }
@@ -48,6 +62,9 @@ impl BalanceRequest {
             key,
             reference: None,
             description: None,
+            metadata: None,
+            expected_available: None,
+            request_fingerprint: None,
             extra: Vec::new(),
         }
     }
@@ -86,9 +103,31 @@ impl BalanceRequest {
         self
     }
 
+    pub fn metadata(mut self, metadata: impl Into<String>) -> Self {
+        self.metadata = Some(metadata.into());
+        self
+    }
+
+    pub fn expecting(mut self, available: Option<Tokens>) -> Self {
+        self.expected_available = available;
+        self
+    }
+
+    pub fn fingerprinted(mut self, fingerprint: impl Into<String>) -> Self {
+        self.request_fingerprint = Some(fingerprint.into());
+        self
+    }
+
     pub fn with_item(mut self, item: TransactWriteItem) -> Self {
         self.extra.push(item);
         self
+    }
+
+    fn fingerprint(&self) -> String {
+        match &self.request_fingerprint {
+            Some(extra) => format!("{}#{extra}", self.movement.fingerprint()),
+            None => self.movement.fingerprint(),
+        }
     }
 
     /// The hold or entry this movement refers to, which must belong to the user.
@@ -119,6 +158,11 @@ pub struct Receipt {
     /// For holds: when the hold lapses on its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// The available balance this operation left, when the write was
+    /// pinned to the balance before it (see
+    /// [`BalanceRequest::expected_available`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance_after: Option<Tokens>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +194,7 @@ pub(super) struct AccountRecord {
 #[derive(Debug, Default)]
 struct Related {
     replay: Option<IdempotencyRecord>,
+    account: Option<AccountRecord>,
     hold: Option<Hold>,
     refund_target: Option<RefundTarget>,
 }
@@ -162,6 +207,10 @@ impl Store {
             Some((key, _)) => self.load_related(&request, key).await?,
             None => Related::default(),
         };
+        let mut expected = request
+            .expected_available
+            .or_else(|| related.account.as_ref().map(|account| account.available));
+        let mut misses = 0;
         for attempt in 0..MAX_ATTEMPTS {
             if let Some(record) = related.replay.take() {
                 return replay(&request, record);
@@ -189,6 +238,9 @@ impl Store {
                     Movement::Hold { ttl, .. } => Some(now + ttl),
                     _ => None,
                 },
+                // A pinned guess that cannot cover the debit makes the write
+                // fail and hand back the real balance: an exact answer either way.
+                balance_after: expected.and_then(|before| before.apply(posting.delta_available).ok().flatten()),
             };
             let entry = LedgerEntry {
                 tx_id,
@@ -200,6 +252,7 @@ impl Store {
                 created_at: now,
                 reference: request.reference.clone(),
                 description: request.description.clone(),
+                metadata: request.metadata.clone(),
                 hold_id: match request.movement {
                     Movement::Capture { hold_id, .. } | Movement::Release { hold_id } => Some(hold_id),
                     Movement::Hold { .. } => Some(tx_id),
@@ -211,7 +264,7 @@ impl Store {
                 },
                 refundable: posting.kind.is_refundable().then_some(posting.amount),
             };
-            let items = self.transaction_items(&request, &posting, &entry, &receipt)?;
+            let items = self.transaction_items(&request, &posting, &entry, &receipt, expected)?;
             let extra_start = items.len() - request.extra.len();
 
             let cancelled = match self.transact(items).await? {
@@ -252,6 +305,13 @@ impl Store {
                     }
                     .into());
                 }
+                if expected.is_some_and(|pinned| pinned != account.available) {
+                    // Another write changed the balance since it was seen:
+                    // pin to what it is now, or stop pinning if it keeps moving.
+                    misses += 1;
+                    expected = (misses < PINNED_ATTEMPTS).then_some(account.available);
+                    continue;
+                }
                 return Err(StoreError::corrupt(
                     format!("account {}", request.user),
                     "held tokens do not cover an active hold",
@@ -277,10 +337,11 @@ impl Store {
         posting: &Posting,
         entry: &LedgerEntry,
         receipt: &Receipt,
+        expected: Option<Tokens>,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let user = request.user;
         let idempotency = IdempotencyRecord {
-            fingerprint: request.movement.fingerprint(),
+            fingerprint: request.fingerprint(),
             receipt: receipt.clone(),
         };
         let mut items = vec![
@@ -289,7 +350,7 @@ impl Store {
                 "idempotency",
                 &idempotency,
             )?)?,
-            self.account_update(user, posting, entry.created_at)?,
+            self.account_update(user, posting, entry.created_at, expected)?,
             self.put_new(record(&keys::ledger_entry(entry.tx_id), "ledger_entry", entry)?)?,
         ];
         match &request.movement {
@@ -301,7 +362,12 @@ impl Store {
                     expires_at: receipt.expires_at.unwrap_or(entry.created_at),
                     captured: None,
                 };
-                items.push(self.put_new(record(&keys::hold(entry.tx_id), "hold", &hold)?)?);
+                let mut item = record(&keys::hold(entry.tx_id), "hold", &hold)?;
+                // Listed as due at its expiry until it is closed, so the
+                // sweep gives back what a crashed caller left held.
+                item.insert(keys::DUE_PK.to_owned(), s(keys::hold_expiry_due(entry.tx_id)));
+                item.insert(keys::DUE_AT.to_owned(), n(hold.expires_at.timestamp()));
+                items.push(self.put_new(item)?);
             }
             Movement::Capture { hold_id, tokens } => {
                 items.push(self.close_hold(*hold_id, HoldStatus::Captured, Some(*tokens))?)
@@ -332,6 +398,7 @@ impl Store {
         user: UserId,
         posting: &Posting,
         now: DateTime<Utc>,
+        expected: Option<Tokens>,
     ) -> Result<TransactWriteItem, StoreError> {
         let mut update = Update::builder()
             .table_name(self.table())
@@ -351,6 +418,15 @@ impl Store {
             .expression_attribute_values(":entity", s("account"))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let mut conditions = Vec::new();
+        if let Some(pinned) = expected {
+            // A missing account is a zero balance.
+            conditions.push(if pinned == Tokens::ZERO {
+                "(attribute_not_exists(#available) OR #available = :pinned)"
+            } else {
+                "#available = :pinned"
+            });
+            update = update.expression_attribute_values(":pinned", n(pinned));
+        }
         if let Some(available) = posting.requires_available() {
             conditions.push("#available >= :need_available");
             update = update.expression_attribute_values(":need_available", n(available));
@@ -379,12 +455,16 @@ impl Store {
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":active", s(HoldStatus::Active.as_str()))
             .expression_attribute_values(":status", s(status.as_str()));
+        // Closed holds leave the due index: nothing is left to give back.
+        update = update
+            .expression_attribute_names("#due_pk", keys::DUE_PK)
+            .expression_attribute_names("#due_at", keys::DUE_AT);
         update = match captured {
             Some(tokens) => update
-                .update_expression("SET #status = :status, #captured = :captured")
+                .update_expression("SET #status = :status, #captured = :captured REMOVE #due_pk, #due_at")
                 .expression_attribute_names("#captured", "captured")
                 .expression_attribute_values(":captured", n(tokens)),
-            None => update.update_expression("SET #status = :status"),
+            None => update.update_expression("SET #status = :status REMOVE #due_pk, #due_at"),
         };
         let update = update.build().map_err(|e| StoreError::corrupt("hold update", e))?;
         Ok(TransactWriteItem::builder().update(update).build())
@@ -403,14 +483,26 @@ impl Store {
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
-    /// Reads the idempotency record and the hold or entry a capture,
-    /// release or refund refers to, in one consistent batch.
+    /// Reads the idempotency record, the account and the hold or entry a
+    /// capture, release or refund refers to, in one consistent batch.
     async fn load_related(&self, request: &BalanceRequest, related: &Key) -> Result<Related, StoreError> {
         let idempotency_key = keys::idempotency(request.user, &request.key);
-        let mut found = Related::default();
-        for item in self.batch_get(vec![idempotency_key.clone(), related.clone()]).await? {
-            if Key::of(&item).as_ref() == Some(&idempotency_key) {
+        let account_key = keys::account(request.user);
+        let mut found = Related {
+            account: Some(AccountRecord::default()),
+            ..Related::default()
+        };
+        for item in self
+            .batch_get(vec![idempotency_key.clone(), account_key.clone(), related.clone()])
+            .await?
+        {
+            let key = Key::of(&item);
+            if key.as_ref() == Some(&idempotency_key) {
                 found.replay = Some(parse("idempotency record", item)?);
+                continue;
+            }
+            if key.as_ref() == Some(&account_key) {
+                found.account = Some(parse("account", item)?);
                 continue;
             }
             match &request.movement {
@@ -465,7 +557,7 @@ impl Store {
 }
 
 fn replay(request: &BalanceRequest, record: IdempotencyRecord) -> Result<Applied, StoreError> {
-    if record.fingerprint != request.movement.fingerprint() {
+    if record.fingerprint != request.fingerprint() {
         return Err(StoreError::KeyReused {
             key: request.key.to_string(),
         });

@@ -17,15 +17,22 @@
 //! | code for next purchase | `USER#<id>`    | `PENDING_PROMO`       |
 //! | Telegram update seen | `TGUPDATE#<id>`  | `UPDATE`              |
 //! | stats: all time      | `STATS#TOTAL`    | `TOTAL`               |
-//! | stats: one day       | `STATS#<date>`   | `DAY`, `SHARD#<nn>`   |
+//! | stats: one day       | `STATS#<date>`   | `DAY`                 |
+//! | stats: a day's shard | `STATS#<date>#<nn>` | `SHARD`            |
 //! | notification (outbox)| `NOTIFY#<id>`    | `NOTIFICATION`        |
+//! | service key          | `SERVICEKEY#<sha256>` | `SERVICE_KEY`    |
+//! | user's rate window   | `USER#<id>`      | `RATE#<epoch s>`      |
+//! | key's rate window    | `RATE#<key id>#<shard>` | `W#<epoch s>`  |
 //!
 //! Secondary keys: invoices carry `gsi1pk = USER#<id>`, `gsi1sk =
 //! INVOICE#<created>` (a user's invoices) and, while pending,
 //! `due_pk = INVOICE_EXPIRY`, `due_at = <expiry epoch s>`; promo codes carry
 //! `gsi1pk = PROMOS`, `gsi1sk = <CODE>` (the list of codes); notifications
 //! carry, until delivered, `due_pk = OUTBOX`, `due_at = <epoch s>` (when to
-//! publish them again if no notifier has delivered them by then).
+//! publish them again if no notifier has delivered them by then); active holds
+//! carry `due_pk = HOLD_EXPIRY#<shard>`, `due_at = <expiry epoch s>` (the
+//! sweep gives expired ones back); service keys carry `gsi1pk =
+//! SERVICE_KEYS`, `gsi1sk = <key id>` (listing, revoking by id).
 
 use std::collections::HashMap;
 
@@ -107,7 +114,7 @@ pub fn idempotency(user: UserId, key: &IdempotencyKey) -> Key {
 }
 
 pub fn hold(hold: HoldId) -> Key {
-    Key::new(user_pk(hold.user), format!("HOLD#{}", hold.sortable()))
+    Key::new(user_pk(hold.user), format!("{HOLD_PREFIX}{}", hold.sortable()))
 }
 
 pub const CATALOG_PK: &str = "CATALOG";
@@ -159,6 +166,41 @@ pub fn notification(id: &crate::domain::notification::NotificationId) -> Key {
     Key::new(format!("NOTIFY#{id}"), "NOTIFICATION")
 }
 
+/// Looked up by the hash of the key a caller presents.
+pub fn service_key(hash: &crate::domain::service_key::KeyHash) -> Key {
+    Key::new(format!("SERVICEKEY#{}", hash.as_str()), "SERVICE_KEY")
+}
+
+/// The `gsi1` partition listing every service key by id.
+pub const SERVICE_KEY_LIST: &str = "SERVICE_KEYS";
+
+/// A user's spend count in one window: beside the account, written in the
+/// spend's own transaction.
+pub fn user_rate_window(user: UserId, window_start: i64) -> Key {
+    Key::new(user_pk(user), format!("RATE#{window_start}"))
+}
+
+/// One shard of a key's count in one window (each shard its own partition).
+pub fn key_rate_window(key: &crate::domain::service_key::KeyId, shard: u32, window_start: i64) -> Key {
+    Key::new(format!("RATE#{key}#{shard}"), format!("W#{window_start}"))
+}
+
+/// Active holds spread over this many `due` partitions, so a busy spend API
+/// never makes one hot index partition.
+pub const HOLD_EXPIRY_SHARDS: u32 = 8;
+
+/// The `due` partition of one shard of active holds.
+pub fn hold_expiry_partition(shard: u32) -> String {
+    format!("HOLD_EXPIRY#{shard}")
+}
+
+pub fn hold_expiry_due(hold: HoldId) -> String {
+    // The random bits of the UUIDv7 are the low ones.
+    hold_expiry_partition((hold.id.as_u128() % u128::from(HOLD_EXPIRY_SHARDS)) as u32)
+}
+
+pub const HOLD_PREFIX: &str = "HOLD#";
+
 pub fn stats_total() -> Key {
     Key::new("STATS#TOTAL", "TOTAL")
 }
@@ -167,8 +209,11 @@ pub fn stats_day(day: chrono::NaiveDate) -> Key {
     Key::new(format!("STATS#{day}"), "DAY")
 }
 
+/// Shards are separate partitions: every balance change counts into one,
+/// and a shared partition key would cap all of them at one partition's
+/// write rate.
 pub fn stats_shard(day: chrono::NaiveDate, shard: i64) -> Key {
-    Key::new(format!("STATS#{day}"), format!("SHARD#{shard:02}"))
+    Key::new(format!("STATS#{day}#{shard:02}"), "SHARD")
 }
 
 #[cfg(test)]

@@ -3,12 +3,14 @@
 
 mod balance;
 pub mod error;
+mod holds;
 mod invoices;
 pub mod item;
 pub mod keys;
 mod ledger;
 mod notifications;
 mod promos;
+mod service_keys;
 mod stats;
 mod subscriptions;
 mod tariffs;
@@ -26,6 +28,7 @@ pub use error::StoreError;
 pub use invoices::{DEFAULT_INVOICE_TTL, InvoiceDraft, NewInvoice, Payment, PaymentProof};
 pub use ledger::LedgerPage;
 pub use notifications::{NotificationClaim, REPUBLISH_AFTER};
+pub use service_keys::RateSlot;
 pub use stats::DailyStats;
 pub use updates::{Claim, ClaimMode, UPDATE_LEASE};
 pub use users::UserChange;

@@ -1,8 +1,8 @@
 //! Counters for operators: users, paid invoices, tokens by kind per day.
 //!
-//! Token counters are sharded by user over 16 items per day and written in
-//! the same transaction as each balance change, so busy spending never
-//! turns one stats item into a hot key.
+//! Token counters are sharded by user over 16 items per day, each under its
+//! own partition key, and written in the same transaction as each balance
+//! change, so busy spending never turns one stats partition into a hot key.
 
 use std::collections::BTreeMap;
 
