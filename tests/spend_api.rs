@@ -612,6 +612,9 @@ async fn keys_scopes_and_rate_limits_are_enforced() {
     assert_audit_ok(&store, 42).await;
 }
 
+/// Method, path, `Idempotency-Key`, body, expected status and error code.
+type MalformedCase<'a> = (Method, &'a str, Option<&'a str>, String, u16, &'a str);
+
 #[tokio::test]
 async fn every_malformed_request_gets_its_own_4xx_code() {
     let store = fresh_store().await;
@@ -636,7 +639,7 @@ async fn every_malformed_request_gets_its_own_4xx_code() {
     let no_key: Option<&str> = None;
     let long_key = "k".repeat(129);
     let missing_hold = format!("/v1/holds/51.{}/release", "0".repeat(32));
-    let cases: Vec<(Method, &str, Option<&str>, String, u16, &str)> = vec![
+    let cases: Vec<MalformedCase> = vec![
         (Method::POST, "/v1/spend", Some("a"), "{".into(), 400, "invalid_json"),
         (Method::POST, "/v1/spend", Some("a"), "[]".into(), 400, "invalid_json"),
         (
