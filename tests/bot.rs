@@ -676,3 +676,290 @@ async fn a_duplicated_stars_payment_credits_once() {
     assert_eq!(h.post(&short).await.0, 200);
     assert_eq!(h.store.balance(user(22)).await.unwrap().0.available, tokens(100));
 }
+
+/// The last screen the bot drew by editing its message.
+fn edited_screen(h: &Harness) -> Value {
+    let calls = h.telegram.take_calls();
+    let edit = calls
+        .iter()
+        .rev()
+        .find(|call| call.method == "editmessagetext")
+        .unwrap_or_else(|| panic!("no edit among {calls:?}"));
+    edit.params.clone()
+}
+
+#[tokio::test]
+async fn history_pages_with_older_and_newest_buttons() {
+    let h = harness().await;
+    h.reply(&message(1, 10, "/start")).await;
+    for n in 0..25 {
+        h.store
+            .apply(tokenbill::store::BalanceRequest::credit(
+                user(10),
+                tokenbill::domain::ledger::CreditKind::Grant,
+                tokens(n + 1),
+                tokenbill_tests::key(format!("grant-{n}")),
+            ))
+            .await
+            .unwrap();
+    }
+    let first = h.reply(&message(2, 10, "/history")).await;
+    assert_eq!(text_of(&first).lines().filter(|l| l.contains("grant")).count(), 10);
+    assert!(text_of(&first).contains("+25"), "newest first: {}", text_of(&first));
+    let older: Vec<String> = buttons(&first)
+        .into_iter()
+        .filter_map(|(_, data)| data.starts_with("h:").then_some(data))
+        .collect();
+    assert_eq!(older.len(), 1, "only an Older button on the first page");
+
+    h.reply(&callback(3, 10, &older[0])).await;
+    let second = edited_screen(&h);
+    assert!(
+        text_of(&second).contains("+15") && !text_of(&second).contains("+25"),
+        "{}",
+        text_of(&second)
+    );
+    let nav: Vec<String> = buttons(&second).into_iter().map(|(_, data)| data).collect();
+    assert!(nav.contains(&"h".to_owned()), "a Newest button: {nav:?}");
+    let next = nav
+        .iter()
+        .find(|d| d.starts_with("h:"))
+        .expect("an Older button")
+        .clone();
+
+    h.reply(&callback(4, 10, &next)).await;
+    let last = edited_screen(&h);
+    assert_eq!(text_of(&last).lines().filter(|l| l.contains("grant")).count(), 5);
+    assert!(
+        !buttons(&last).iter().any(|(_, d)| d.starts_with("h:")),
+        "no Older button on the last page"
+    );
+}
+
+#[tokio::test]
+async fn auto_renewal_is_switched_after_a_confirmation() {
+    use tokenbill::domain::subscription::{Subscription, SubscriptionStatus};
+    let h = harness().await;
+    h.reply(&message(1, 10, "/start")).await;
+    let now = chrono::Utc::now();
+    let subscription = Subscription {
+        user: user(10),
+        tariff_id: "sub_month".parse().unwrap(),
+        status: SubscriptionStatus::Active,
+        period: 1,
+        period_start: now,
+        period_end: now + chrono::Duration::days(30),
+        period_days: 30,
+        tokens_per_period: tokens(1000),
+        auto_renew: true,
+        renewal: None,
+        failed_attempts: 0,
+        next_action_at: None,
+    };
+    let item = tokenbill::store::item::record(
+        &tokenbill::store::keys::subscription(user(10)),
+        "subscription",
+        &subscription,
+    )
+    .unwrap();
+    h.store
+        .client()
+        .put_item()
+        .table_name(h.store.table())
+        .set_item(Some(item))
+        .send()
+        .await
+        .unwrap();
+
+    let screen = h.reply(&message(2, 10, "/subscription")).await;
+    assert!(
+        text_of(&screen).contains("renews automatically"),
+        "{}",
+        text_of(&screen)
+    );
+    assert!(
+        buttons(&screen).iter().any(|(_, d)| d == "ra:0"),
+        "{:?}",
+        buttons(&screen)
+    );
+
+    // Asking is not doing: the confirmation screen changes nothing.
+    h.reply(&callback(3, 10, "ra:0")).await;
+    let confirm = edited_screen(&h);
+    assert!(
+        text_of(&confirm).contains("Turn auto-renewal off?"),
+        "{}",
+        text_of(&confirm)
+    );
+    assert!(buttons(&confirm).iter().any(|(_, d)| d == "rs:0"));
+    assert!(h.store.subscription(user(10)).await.unwrap().unwrap().auto_renew);
+
+    h.reply(&callback(4, 10, "rs:0")).await;
+    let off = edited_screen(&h);
+    assert!(!h.store.subscription(user(10)).await.unwrap().unwrap().auto_renew);
+    assert!(text_of(&off).contains("Auto-renewal is off"), "{}", text_of(&off));
+    assert!(
+        buttons(&off).iter().any(|(_, d)| d == "ra:1"),
+        "now offers to turn it on"
+    );
+
+    h.reply(&callback(5, 10, "ra:1")).await;
+    h.reply(&callback(6, 10, "rs:1")).await;
+    assert!(h.store.subscription(user(10)).await.unwrap().unwrap().auto_renew);
+}
+
+#[tokio::test]
+async fn operator_commands_are_unknown_to_everyone_else_and_every_provider_gets_a_button() {
+    let h = harness().await;
+    h.reply(&message(1, 10, "/start")).await;
+    for (n, text) in ["/user 10", "/user", "/stats", "/grant 10 1 x"].iter().enumerate() {
+        let reply = h.reply(&message(2 + n as u32, 10, text)).await;
+        assert!(
+            text_of(&reply).contains("did not understand"),
+            "{text}: {}",
+            text_of(&reply)
+        );
+        assert!(!text_of(&reply).contains("/user") && !text_of(&reply).contains("/grant"));
+    }
+    let help = h.reply(&message(9, 10, "/help")).await;
+    assert!(
+        !text_of(&help).contains("/stats") && !text_of(&help).contains("/grant"),
+        "{}",
+        text_of(&help)
+    );
+
+    h.reply(&callback(10, 10, "t:pack_100")).await;
+    let screen = edited_screen(&h);
+    let pays: Vec<String> = buttons(&screen)
+        .into_iter()
+        .filter_map(|(_, data)| data.starts_with("p:").then_some(data))
+        .collect();
+    assert_eq!(
+        pays,
+        vec!["p:mk:pack_100".to_owned(), "p:st:pack_100".to_owned()],
+        "one per enabled provider"
+    );
+}
+
+fn subscription_payment(update_id: u32, user: i64, payload: &str, charge: &str, first: bool, expires: i64) -> Value {
+    let mut update = successful_payment(update_id, user, payload, 1000, charge);
+    let payment = &mut update["message"]["successful_payment"];
+    payment["is_recurring"] = json!(true);
+    payment["is_first_recurring"] = json!(first);
+    payment["subscription_expiration_date"] = json!(expires);
+    update
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stars_subscription_is_sold_by_invoice_link_and_its_first_payment_credits_once() {
+    use tokenbill::domain::invoice::InvoiceStatus;
+    use tokenbill::domain::subscription::RenewalMethod;
+    use tokenbill_dev::fake_telegram::Failure;
+
+    let h = harness().await;
+    h.reply(&message(1, 23, "/start")).await;
+
+    // Telegram is throttling: nothing is stored, and Telegram's retry of
+    // the update makes the link.
+    h.telegram.fail_next([Failure::TooManyRequests { retry_after: 1 }]);
+    let (status, _) = h.post(&callback(2, 23, "p:st:sub_month")).await;
+    assert_eq!(status, 503, "retryable");
+    let refused = h.telegram.take_calls();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let lost = refused[0].params["payload"].as_str().unwrap();
+    assert!(
+        h.store
+            .invoice(&tokenbill::domain::InvoiceId::new(lost).unwrap())
+            .await
+            .unwrap()
+            .is_none(),
+        "no invoice without its link"
+    );
+
+    let answer = h.reply(&callback(2, 23, "p:st:sub_month")).await;
+    let calls = h.telegram.take_calls();
+    assert!(calls.iter().all(|c| c.method != "sendinvoice"), "{calls:?}");
+    let link_call = calls
+        .iter()
+        .find(|c| c.method == "createinvoicelink")
+        .unwrap_or_else(|| panic!("no createInvoiceLink: {calls:?}"));
+    let params = &link_call.params;
+    assert_eq!(params["subscription_period"], 2_592_000);
+    assert_eq!(params["currency"], "XTR");
+    assert_eq!(params["prices"][0]["amount"], 1000, "the catalog's Stars price");
+    let payload = params["payload"].as_str().unwrap().to_owned();
+    // The invoice screen (edited in place; the button's answer is the
+    // response) shows the link as its pay button.
+    assert!(
+        answer["method"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case("answerCallbackQuery")
+    );
+    let screen = calls
+        .iter()
+        .find(|c| c.method == "editmessagetext")
+        .unwrap_or_else(|| panic!("no invoice screen: {calls:?}"));
+    let link = screen.params["reply_markup"]["inline_keyboard"][0][0]["url"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(link.starts_with("https://t.me/$"), "{screen:?}");
+    let id = tokenbill::domain::InvoiceId::new(&payload).unwrap();
+    let invoice = h.store.invoice(&id).await.unwrap().unwrap();
+    assert!(invoice.recurring && invoice.status == InvoiceStatus::Pending);
+
+    assert_eq!(h.reply(&pre_checkout(3, 23, &payload, "XTR", 1000)).await["ok"], true);
+    // The first payment, delivered many times and in other updates.
+    let expires = 1_767_000_000;
+    let webhook = &h;
+    let results = join_all((0..20u32).map(|i| {
+        let update = subscription_payment(
+            if i % 2 == 0 { 4 } else { 100 + i },
+            23,
+            &payload,
+            "sub-charge-1",
+            true,
+            expires,
+        );
+        async move { webhook.post(&update).await }
+    }))
+    .await;
+    assert!(
+        results.iter().all(|(status, _)| *status == 200 || *status == 503),
+        "{results:?}"
+    );
+    for i in 0..20u32 {
+        let update = subscription_payment(
+            if i % 2 == 0 { 4 } else { 100 + i },
+            23,
+            &payload,
+            "sub-charge-1",
+            true,
+            expires,
+        );
+        assert_eq!(h.post(&update).await.0, 200);
+    }
+    assert_eq!(h.store.balance(user(23)).await.unwrap().0.available, tokens(3000));
+    assert!(h.store.audit(user(23)).await.unwrap().is_ok());
+    let paid = h.store.invoice(&id).await.unwrap().unwrap();
+    assert_eq!(paid.status, InvoiceStatus::Paid);
+    assert_eq!(paid.provider_ref.as_deref(), Some("sub-charge-1"));
+    assert_eq!(
+        paid.renewal,
+        Some(RenewalMethod::TelegramStars {
+            charge_id: "sub-charge-1".into(),
+            expires_at: chrono::DateTime::from_timestamp(expires, 0),
+        }),
+        "saved for renewals"
+    );
+
+    // Telegram's renewal a month later pays no invoice of ours (renewals
+    // belong to the subscriptions' flow): acknowledged, nothing credited.
+    let renewal = subscription_payment(200, 23, &payload, "sub-charge-2", false, expires + 2_592_000);
+    assert_eq!(h.post(&renewal).await.0, 200);
+    assert_eq!(h.store.balance(user(23)).await.unwrap().0.available, tokens(3000));
+    assert_eq!(
+        h.store.invoice(&id).await.unwrap().unwrap().provider_ref.as_deref(),
+        Some("sub-charge-1")
+    );
+}

@@ -9,26 +9,34 @@ use notifier::Notifier;
 use payment_webhook::{PaymentConfig, PaymentWebhook};
 use rust_decimal::Decimal;
 use serde_json::Value;
+use telegram_webhook::{BotConfig, Webhook};
 use tokenbill::Store;
 use tokenbill::domain::InvoiceId;
 use tokenbill::domain::invoice::{Invoice, InvoiceStatus, Provider};
 use tokenbill::domain::notification::{Delivery, NotificationId};
-use tokenbill::payments::mock::{MockEvent, MockEventKind, MockProvider};
+use tokenbill::domain::promo::{PromoCode, PromoCodeText, PromoEffect};
+use tokenbill::domain::subscription::RenewalMethod;
+use tokenbill::payments::mock::{CardBehaviour, MockCharge, MockEvent, MockEventKind, MockProvider, MockRecurring};
+use tokenbill::payments::{ChargeError, ChargeOutcome, RecurringCharge, Renewals};
 use tokenbill::queue::NotificationQueue;
 use tokenbill::store::NewInvoice;
 use tokenbill_dev::fake_telegram::{Failure, FakeTelegram};
 use tokenbill_dev::poller::drain;
 use tokenbill_tests::faults::{DynamoFaults, faulty_store};
-use tokenbill_tests::{register, seed_catalog, sqs, unique_name, user};
+use tokenbill_tests::{register, seed_catalog, serve_payments, sqs, tokens, unique_name, user};
 
 const MOCK_SECRET: &str = "mock-secret-for-tests-0123";
 
 struct Shop {
     store: Store,
     payments: PaymentWebhook,
+    /// The same webhook over HTTP on loopback (the mock's recurring API).
+    base: String,
     queue: NotificationQueue,
     notifier: Notifier,
     telegram: FakeTelegram,
+    /// The fake Bot API's base URL.
+    telegram_api: String,
     faults: DynamoFaults,
     sqs: aws_sdk_sqs::Client,
 }
@@ -57,7 +65,10 @@ async fn shop() -> Shop {
     let api = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(telegram.clone().serve(listener));
     let bot = teloxide_core::Bot::new("123:TEST").set_api_url(api.parse().unwrap());
+    let served = PaymentWebhook::new(store.clone(), queue.clone(), config.clone());
     Shop {
+        base: serve_payments(std::sync::Arc::new(served)).await,
+        telegram_api: api.clone(),
         payments: PaymentWebhook::new(store.clone(), queue.clone(), config),
         notifier: Notifier::new(store.clone(), bot, sqs.clone(), url),
         sqs,
@@ -70,10 +81,14 @@ async fn shop() -> Shop {
 
 impl Shop {
     async fn invoice(&self, id: i64, provider: Provider) -> Invoice {
+        self.invoice_of(id, provider, "pack_100").await
+    }
+
+    async fn invoice_of(&self, id: i64, provider: Provider, tariff: &str) -> Invoice {
         register(&self.store, id).await;
         let order = NewInvoice {
             user: user(id),
-            tariff_id: tokenbill::domain::TariffId::new("pack_100").unwrap(),
+            tariff_id: tokenbill::domain::TariffId::new(tariff).unwrap(),
             provider,
             promo: None,
         };
@@ -121,6 +136,7 @@ fn event(invoice: &Invoice, kind: MockEventKind, amount: Decimal) -> MockEvent {
         amount,
         currency: "RUB".into(),
         recurring: false,
+        recurring_token: None,
     }
 }
 
@@ -505,4 +521,277 @@ async fn the_dev_runner_pays_through_the_checkout_page_and_notifies() {
     );
     drop(background);
     server.abort();
+}
+
+/// The saved card's recurring token on a paid invoice.
+fn saved_token(invoice: &Invoice) -> RenewalMethod {
+    match &invoice.renewal {
+        Some(method @ RenewalMethod::Mock { .. }) => method.clone(),
+        other => panic!("no saved mock card: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_card_saved_at_checkout_is_charged_again_once_and_as_minted() {
+    let shop = shop().await;
+    // A subscription's checkout offers to save the card, ticked.
+    let first = shop.invoice_of(30, Provider::Mock, "sub_month").await;
+    assert!(first.recurring, "a subscription's first payment keeps the card");
+    let uri = format!("/payments/mock/checkout/{}", first.id);
+    let (_, page) = shop.request("GET", &uri, &[], b"").await;
+    assert!(page.contains("name=\"save_card\" value=\"1\" checked"), "{page}");
+    let pack = shop.invoice(31, Provider::Mock).await;
+    let (_, page) = shop
+        .request("GET", &format!("/payments/mock/checkout/{}", pack.id), &[], b"")
+        .await;
+    assert!(!page.contains(" checked"), "a pack does not save the card by default");
+
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let (status, page) = shop
+        .request("POST", &uri, &form, b"action=pay&save_card=1&card=approve")
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("saved for renewals"), "{page}");
+    let paid = shop.store.invoice(&first.id).await.unwrap().unwrap();
+    assert_eq!(paid.status, InvoiceStatus::Paid);
+    let method = saved_token(&paid);
+    let RenewalMethod::Mock { recurring_token } = &method else {
+        unreachable!()
+    };
+    assert!(recurring_token.starts_with("mtok_approve_"), "{recurring_token}");
+    assert_eq!(shop.available(30).await, 3000);
+
+    // The renewal: the saved card charged for a new invoice, 20 times at once.
+    let recurring = MockRecurring::new(provider(), &shop.base, reqwest::Client::new()).unwrap();
+    let renewal = shop.invoice(30, Provider::Mock).await;
+    let outcomes = join_all((0..20).map(|_| recurring.charge_again(&method, &renewal))).await;
+    let paid_ref = format!("mock_rec_{}", renewal.id);
+    for outcome in outcomes {
+        assert_eq!(
+            outcome.unwrap(),
+            ChargeOutcome::Paid {
+                provider_ref: paid_ref.clone()
+            }
+        );
+    }
+    assert_eq!(shop.available(30).await, 3100, "credited once");
+    assert!(shop.store.audit(user(30)).await.unwrap().is_ok());
+    let renewed = shop.store.invoice(&renewal.id).await.unwrap().unwrap();
+    assert_eq!(
+        (renewed.status, renewed.provider_ref.as_deref()),
+        (InvoiceStatus::Paid, Some(paid_ref.as_str()))
+    );
+    let sent = shop.deliver().await;
+    assert_eq!(sent.len(), 2, "the first payment and the renewal, once each: {sent:?}");
+
+    // Through the dispatcher too; Stars and unconfigured providers cannot be charged.
+    let renewals = Renewals {
+        mock: Some(recurring.clone()),
+        robokassa: None,
+    };
+    assert!(matches!(
+        renewals.charge_again(&method, &renewal).await,
+        Ok(ChargeOutcome::Paid { .. })
+    ));
+    let stars = RenewalMethod::TelegramStars {
+        charge_id: "c".into(),
+        expires_at: None,
+    };
+    assert!(matches!(
+        renewals.charge_again(&stars, &renewal).await,
+        Err(ChargeError::NotChargeable { .. })
+    ));
+    let robokassa = RenewalMethod::Robokassa { parent_inv_id: 1 };
+    assert!(matches!(
+        renewals.charge_again(&robokassa, &renewal).await,
+        Err(ChargeError::NotChargeable { .. })
+    ));
+    // A mock card does not pay another provider's invoice.
+    let elsewhere = shop.invoice(30, Provider::Robokassa).await;
+    let wrong = recurring.charge_again(&method, &elsewhere).await;
+    assert!(matches!(wrong, Err(ChargeError::Invoice { .. })), "{wrong:?}");
+    assert_eq!(shop.available(30).await, 3100);
+}
+
+#[tokio::test]
+async fn renewals_decline_or_fail_on_purpose_and_credit_nothing() {
+    let shop = shop().await;
+    let recurring = MockRecurring::new(provider(), &shop.base, reqwest::Client::new()).unwrap();
+    let invoice = shop.invoice(32, Provider::Mock).await;
+    let card = |behaviour| RenewalMethod::Mock {
+        recurring_token: provider().mint_token(user(32), behaviour),
+    };
+
+    let declined = recurring.charge_again(&card(CardBehaviour::Decline), &invoice).await;
+    assert_eq!(
+        declined.unwrap(),
+        ChargeOutcome::Declined {
+            reason: "card declined".into()
+        }
+    );
+    let down = recurring
+        .charge_again(&card(CardBehaviour::Unavailable), &invoice)
+        .await
+        .unwrap();
+    assert!(matches!(down, ChargeOutcome::Unavailable { .. }), "{down:?}");
+    // Another customer's card, and a token the provider never minted.
+    let bobs = RenewalMethod::Mock {
+        recurring_token: provider().mint_token(user(33), CardBehaviour::Approve),
+    };
+    let forged = RenewalMethod::Mock {
+        recurring_token: "mtok_approve_0_00".into(),
+    };
+    for method in [bobs, forged] {
+        assert_eq!(
+            recurring.charge_again(&method, &invoice).await.unwrap(),
+            ChargeOutcome::Declined {
+                reason: "unknown card".into()
+            }
+        );
+    }
+    // A client with another secret is refused by the provider (401).
+    let stranger = MockRecurring::new(
+        MockProvider::new("not-the-shared-secret!!").unwrap(),
+        &shop.base,
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    let refused = stranger.charge_again(&card(CardBehaviour::Approve), &invoice).await;
+    assert!(matches!(refused, Err(ChargeError::Refused(_))), "{refused:?}");
+    // A provider that cannot be reached: retryable.
+    let nowhere = MockRecurring::new(provider(), "http://127.0.0.1:1", reqwest::Client::new()).unwrap();
+    let unreachable = nowhere
+        .charge_again(&card(CardBehaviour::Approve), &invoice)
+        .await
+        .unwrap();
+    assert!(
+        matches!(unreachable, ChargeOutcome::Unavailable { .. }),
+        "{unreachable:?}"
+    );
+    // A charge for another amount than the invoice's (signed by hand): 409.
+    let charge = MockCharge {
+        invoice_id: invoice.id.clone(),
+        recurring_token: provider().mint_token(user(32), CardBehaviour::Approve),
+        amount: invoice.amount_due.amount() - Decimal::ONE,
+        currency: "RUB".into(),
+    };
+    let body = serde_json::to_vec(&charge).unwrap();
+    let header = provider().sign(&body, Utc::now());
+    let (status, answer) = shop
+        .request(
+            "POST",
+            "/payments/mock/recurring",
+            &[("Mock-Signature", &header)],
+            &body,
+        )
+        .await;
+    assert_eq!(status, 409, "{answer}");
+
+    assert_eq!(shop.available(32).await, 0);
+    let still = shop.store.invoice(&invoice.id).await.unwrap().unwrap();
+    assert_eq!(still.status, InvoiceStatus::Pending, "still payable");
+    assert!(
+        shop.deliver().await.is_empty(),
+        "a failed renewal tells the user nothing here"
+    );
+
+    // DynamoDB failing mid-charge: unavailable, and the retry pays once.
+    let approve = card(CardBehaviour::Approve);
+    // Two reads succeed (the route's, the payment's); the transaction fails.
+    shop.faults.fail_after(2, 3);
+    let failed = recurring.charge_again(&approve, &invoice).await.unwrap();
+    assert!(matches!(failed, ChargeOutcome::Unavailable { .. }), "{failed:?}");
+    assert_eq!(shop.available(32).await, 0);
+    for _ in 0..2 {
+        assert!(matches!(
+            recurring.charge_again(&approve, &invoice).await.unwrap(),
+            ChargeOutcome::Paid { .. }
+        ));
+    }
+    assert_eq!(shop.available(32).await, 100);
+    assert!(shop.store.audit(user(32)).await.unwrap().is_ok());
+    assert_eq!(shop.deliver().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_promo_bonus_is_announced_once_however_often_it_is_activated() {
+    let shop = shop().await;
+    let code = PromoCodeText::new("GIFT50").unwrap();
+    let gift = PromoCode::new(code.clone(), PromoEffect::BonusTokens { tokens: tokens(50) });
+    shop.store.create_promo(&gift).await.unwrap();
+    let config = BotConfig {
+        webhook_secret: "bot-secret".into(),
+        bot_username: None,
+        operators: Vec::new(),
+        support_contact: "@help".into(),
+        providers: vec![Provider::Mock],
+        public_base_url: shop.base.clone(),
+        invoice_ttl: chrono::Duration::hours(1),
+    };
+    let bot = teloxide_core::Bot::new("123:TEST").set_api_url(shop.telegram_api.parse().unwrap());
+    let webhook = Webhook::new(shop.store.clone(), bot, config).with_queue(shop.queue.clone());
+    let update = |update_id: u32| {
+        serde_json::json!({ "update_id": update_id, "message": {
+            "message_id": update_id, "date": 1_764_000_000,
+            "chat": { "id": 40, "type": "private", "first_name": "Ann" },
+            "from": { "id": 40, "is_bot": false, "first_name": "Ann", "language_code": "en" },
+            "text": "/promo GIFT50"
+        }})
+        .to_string()
+    };
+    let post = |body: String| {
+        let webhook = &webhook;
+        async move {
+            let request = http::Request::builder()
+                .method("POST")
+                .uri("/telegram/webhook")
+                .header("X-Telegram-Bot-Api-Secret-Token", "bot-secret")
+                .body(body)
+                .unwrap();
+            webhook.handle(request).await.status().as_u16()
+        }
+    };
+    // Telegram redelivers the update (some at once), and the user sends it again.
+    let statuses = join_all((0..10).map(|_| post(update(1)))).await;
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 503), "{statuses:?}");
+    assert_eq!(post(update(1)).await, 200);
+    assert_eq!(post(update(2)).await, 200);
+    // Racing activations of the same use in the store (a replay that got
+    // past the update's claim) commit once.
+    let ann = shop.store.user(user(40)).await.unwrap().unwrap();
+    let raced = join_all((0..5).map(|_| shop.store.activate_checked_promo(&ann, &gift, 0, Vec::new(), false))).await;
+    for activation in raced {
+        let activation = activation.unwrap();
+        assert!(activation.applied.replayed);
+        assert_eq!(activation.notification, NotificationId::promo_bonus(user(40), &code, 1));
+    }
+    assert_eq!(shop.available(40).await, 50);
+    assert!(shop.store.audit(user(40)).await.unwrap().is_ok());
+
+    let sent = shop.deliver().await;
+    let bonus: Vec<&str> = sent
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .filter(|text| text.contains("GIFT50"))
+        .collect();
+    assert_eq!(bonus.len(), 1, "{sent:?}");
+    assert!(
+        bonus[0].contains("+50 tokens") && bonus[0].contains("<b>50</b>"),
+        "{}",
+        bonus[0]
+    );
+    // The sweep finds nothing left to republish.
+    let notification = shop
+        .store
+        .notification(&NotificationId::promo_bonus(user(40), &code, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(notification.delivery, Delivery::Sent);
+    assert_eq!(
+        tokenbill::queue::republish_undelivered(&shop.store, &shop.queue)
+            .await
+            .unwrap(),
+        0
+    );
 }

@@ -416,8 +416,8 @@ async fn token_codes_grant_tokens() {
         .await
         .unwrap();
 
-    let applied = store.activate_promo(&ann, &code("BONUS50")).await.unwrap();
-    assert_eq!(applied.receipt.amount, tokens(50));
+    let activation = store.activate_promo(&ann, &code("BONUS50")).await.unwrap();
+    assert_eq!(activation.applied.receipt.amount, tokens(50));
     assert_eq!(
         rejection(store.activate_promo(&ann, &code("BONUS50")).await),
         PromoRejection::AlreadyUsed

@@ -325,7 +325,7 @@ mod end_to_end {
     use tokenbill_dev::fake_telegram::FakeTelegram;
     use tokenbill_dev::poller::drain;
     use tokenbill_tests::faults::{DynamoFaults, faulty_store};
-    use tokenbill_tests::{register, seed_catalog, sqs, unique_name, user};
+    use tokenbill_tests::{register, seed_catalog, serve_payments, sqs, unique_name, user};
 
     const LOGIN: &str = "tokenbill-shop";
     const PASSWORD1: &str = "shop-password-1";
@@ -396,7 +396,7 @@ mod end_to_end {
         })
         .unwrap();
         let payments = Arc::new(PaymentWebhook::new(store.clone(), queue.clone(), config));
-        let base = serve(payments.clone()).await;
+        let base = serve_payments(payments.clone()).await;
         fake.set_shop(&base);
 
         let telegram = FakeTelegram::default();
@@ -425,25 +425,6 @@ mod end_to_end {
 
     async fn shop() -> Shop {
         shop_with(None).await
-    }
-
-    /// Serves the payment webhook over HTTP on loopback, the way API
-    /// Gateway hands it requests.
-    async fn serve(payments: Arc<PaymentWebhook>) -> String {
-        let router = axum::Router::new().fallback(move |request: axum::http::Request<axum::body::Body>| {
-            let payments = payments.clone();
-            async move {
-                let (parts, body) = request.into_parts();
-                let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-                let response = payments.handle(http::Request::from_parts(parts, body)).await;
-                let (parts, body) = response.into_parts();
-                axum::response::Response::from_parts(parts, axum::body::Body::from(body))
-            }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        base
     }
 
     impl Shop {
@@ -991,5 +972,112 @@ mod end_to_end {
         let page = browser.get(&success).send().await.unwrap().text().await.unwrap();
         assert!(page.contains("Payment received"), "{page}");
         assert_eq!(store.balance(user(11)).await.unwrap().0.available.get(), 100);
+    }
+
+    #[tokio::test]
+    async fn a_subscriptions_card_is_charged_again_through_recurring() {
+        use tokenbill::domain::subscription::RenewalMethod;
+        use tokenbill::payments::robokassa::RobokassaRecurring;
+        use tokenbill::payments::{ChargeError, ChargeOutcome, RecurringCharge};
+        use tokenbill_dev::fake_robokassa::RecurringOutcome;
+
+        let shop = shop().await;
+        register(&shop.store, 50).await;
+        let order = |tariff: &str, provider| NewInvoice {
+            user: user(50),
+            tariff_id: tokenbill::domain::TariffId::new(tariff).unwrap(),
+            provider,
+            promo: None,
+        };
+        let store = &shop.store;
+        let create = |tariff: &'static str, provider| async move {
+            store
+                .create_invoice(order(tariff, provider), chrono::Duration::hours(1))
+                .await
+                .unwrap()
+        };
+        // The subscription's first payment asks Robokassa to keep the card.
+        let first = create("sub_month", Provider::Robokassa).await;
+        assert!(first.recurring);
+        let link = format!("{}/payments/robokassa/pay/{}", shop.base, first.id);
+        let response = shop.browser.get(&link).send().await.unwrap();
+        let location = url::Url::parse(response.headers()["location"].to_str().unwrap()).unwrap();
+        let query: std::collections::BTreeMap<String, String> = location.query_pairs().into_owned().collect();
+        assert_eq!(query["Recurring"], "true");
+        shop.browser.get(location.clone()).send().await.unwrap();
+        let parent: u32 = query["InvId"].parse().unwrap();
+        shop.fake.pay(parent).await.unwrap();
+        let paid = shop.status(&first).await;
+        assert_eq!(paid.status, InvoiceStatus::Paid);
+        let method = paid.renewal.clone().expect("the parent payment is saved for renewals");
+        assert_eq!(method, RenewalMethod::Robokassa { parent_inv_id: parent });
+        assert_eq!(shop.available(50).await, 3000);
+
+        let recurring = RobokassaRecurring::new(shop.robokassa.clone(), reqwest::Client::new(), shop.store.clone());
+        // Accepted: the fake then calls ResultURL, which credits.
+        let renewal = create("pack_100", Provider::Robokassa).await;
+        let outcome = recurring.charge_again(&method, &renewal).await.unwrap();
+        let ChargeOutcome::Accepted { provider_ref } = outcome else {
+            panic!("{outcome:?}");
+        };
+        let child: u32 = provider_ref.parse().unwrap();
+        assert_ne!(child, parent, "a charge has its own InvId");
+        let charge = shop
+            .fake
+            .requests()
+            .into_iter()
+            .rfind(|r| r.path == "/Recurring")
+            .unwrap();
+        assert_eq!(charge.param("PreviousInvoiceID"), Some(parent.to_string().as_str()));
+        assert_eq!(charge.param("OutSum"), Some("99.00"));
+        let mut renewed = shop.status(&renewal).await;
+        for _ in 0..50 {
+            if renewed.status == InvoiceStatus::Paid {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            renewed = shop.status(&renewal).await;
+        }
+        assert_eq!(renewed.status, InvoiceStatus::Paid, "ResultURL confirmed the charge");
+        assert_eq!(renewed.renewal, None, "a renewal is not a new parent");
+        assert_eq!(shop.available(50).await, 3100);
+        // Charging a paid invoice again asks Robokassa nothing.
+        let before = shop.fake.requests().len();
+        assert_eq!(
+            recurring.charge_again(&method, &renewed).await.unwrap(),
+            ChargeOutcome::Paid {
+                provider_ref: child.to_string()
+            }
+        );
+        assert_eq!(shop.fake.requests().len(), before);
+
+        // Declined: nothing credited, the invoice stays payable.
+        let declined = create("pack_100", Provider::Robokassa).await;
+        shop.fake
+            .next_recurring([RecurringOutcome::Decline("Card declined".to_owned())]);
+        assert_eq!(
+            recurring.charge_again(&method, &declined).await.unwrap(),
+            ChargeOutcome::Declined {
+                reason: "Card declined".into()
+            }
+        );
+        assert_eq!(shop.status(&declined).await.status, InvoiceStatus::Pending);
+        // Robokassa unreachable: retryable.
+        let mut down = shop.robokassa.clone();
+        down.base_url = "http://127.0.0.1:1/Merchant".into();
+        let unreachable = RobokassaRecurring::new(down, reqwest::Client::new(), shop.store.clone())
+            .charge_again(&method, &declined)
+            .await
+            .unwrap();
+        assert!(
+            matches!(unreachable, ChargeOutcome::Unavailable { .. }),
+            "{unreachable:?}"
+        );
+        // Another provider's invoice is not charged.
+        let mock = create("pack_100", Provider::Mock).await;
+        let wrong = recurring.charge_again(&method, &mock).await;
+        assert!(matches!(wrong, Err(ChargeError::Invoice { .. })), "{wrong:?}");
+        assert_eq!(shop.available(50).await, 3100);
+        assert!(shop.store.audit(user(50)).await.unwrap().is_ok());
     }
 }

@@ -86,6 +86,27 @@ pub async fn seed_catalog(store: &Store) {
     store.put_tariffs(&tariffs).await.expect("seed catalog");
 }
 
+/// Serves the payment webhook over HTTP on loopback, the way API Gateway
+/// hands it requests; its base URL.
+pub async fn serve_payments(payments: std::sync::Arc<payment_webhook::PaymentWebhook>) -> String {
+    let router = axum::Router::new().fallback(move |request: axum::http::Request<axum::body::Body>| {
+        let payments = payments.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+            let response = payments.handle(http::Request::from_parts(parts, body)).await;
+            let (parts, body) = response.into_parts();
+            axum::response::Response::from_parts(parts, axum::body::Body::from(body))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let base = format!("http://{}", listener.local_addr().expect("bound address"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    base
+}
+
 pub mod faults {
     //! Fault injection for the DynamoDB client: counts every request the
     //! SDK sends and, when armed, sends chosen attempts to a closed port so

@@ -7,6 +7,7 @@
 //! | `GET /payments/mock/checkout/{invoice}` | the mock provider's checkout page |
 //! | `POST /payments/mock/checkout/{invoice}` | Pay / Decline on that page |
 //! | `POST /payments/mock/callback` | the mock provider's signed callback |
+//! | `POST /payments/mock/recurring` | the mock provider's API: charge a saved card |
 //! | `GET /payments/robokassa/pay/{invoice}` | allocates the `InvId`, redirects to Robokassa |
 //! | `POST\|GET /payments/robokassa/result` | ResultURL: Robokassa's signed word that money arrived |
 //! | `GET\|POST /payments/robokassa/success` | SuccessURL: the page the payer returns to |
@@ -127,6 +128,7 @@ impl PaymentWebhook {
                 self.mock_checkout_action(invoice, &incoming).await
             }
             (Method::POST, ["payments", "mock", "callback"]) => self.mock_callback(&incoming).await,
+            (Method::POST, ["payments", "mock", "recurring"]) => self.mock_recurring(&incoming).await,
             (Method::GET, ["payments", "robokassa", "pay", invoice]) => self.robokassa_pay(invoice).await,
             (Method::GET | Method::POST, ["payments", "robokassa", "result"]) => self.robokassa_result(&incoming).await,
             (Method::GET | Method::POST, ["payments", "robokassa", "success"]) => {

@@ -1,13 +1,17 @@
 //! The mock provider's routes: its checkout page plays the provider (a
-//! person pays or declines, the provider sends its signed callback), and
-//! the callback route is where the provider's word is checked and acted on.
+//! person pays or declines, and may save the card for renewals; the
+//! provider sends its signed callback), the callback route is where the
+//! provider's word is checked and acted on, and the recurring route plays
+//! the provider's API for charging a saved card again.
 
 use http::{Response, StatusCode};
 use serde_json::json;
 use tokenbill::domain::InvoiceId;
 use tokenbill::domain::invoice::{InvoiceStatus, Provider};
 use tokenbill::domain::notification::{Message, Notification, NotificationId};
-use tokenbill::payments::mock::{MockEvent, MockEventKind, MockProvider, SIGNATURE_HEADER};
+use tokenbill::payments::mock::{
+    self, CardBehaviour, MockChargeAnswer, MockEvent, MockEventKind, MockProvider, SIGNATURE_HEADER,
+};
 
 use crate::{Failure, Incoming, PaymentWebhook, pages, respond};
 
@@ -60,11 +64,25 @@ impl PaymentWebhook {
             if invoice.status != InvoiceStatus::Paid && !self.offered(&invoice) {
                 return Ok(None);
             }
-            let action = incoming.form().into_iter().find(|(k, _)| k == "action").map(|(_, v)| v);
-            let event = match action.as_deref() {
+            let form = incoming.form();
+            let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+            let event = match field("action") {
                 Some("pay") => MockEventKind::Succeeded,
                 Some("decline") => MockEventKind::Declined,
                 _ => return Err(Failure::Malformed("action must be pay or decline".into())),
+            };
+            // A saved card comes back as a recurring token in the callback,
+            // minted with the outcome its later charges get.
+            let saved_card = match (event, field("save_card")) {
+                (MockEventKind::Succeeded, Some(_)) => {
+                    let behaviour = match field("card") {
+                        None => CardBehaviour::Approve,
+                        Some(name) => CardBehaviour::parse(name)
+                            .ok_or_else(|| Failure::Malformed("card must be approve, decline or unavailable".into()))?,
+                    };
+                    Some((behaviour, provider.mint_token(invoice.user, behaviour)))
+                }
+                _ => None,
             };
             let event = MockEvent {
                 event,
@@ -74,20 +92,27 @@ impl PaymentWebhook {
                 amount: invoice.amount_due.amount(),
                 currency: invoice.amount_due.currency().code().to_owned(),
                 recurring: false,
+                recurring_token: saved_card.as_ref().map(|(_, token)| token.clone()),
             };
-            let (signature, body) = provider.callback(&event, self.store.now());
-            self.mock_event(provider.verify(Some(&signature), &body, self.store.now())?)
-                .await
-                .map(Some)
+            self.send_mock_event(provider, &event).await?;
+            Ok(Some((event.event, saved_card.map(|(behaviour, _)| behaviour))))
         }
         .await;
         match result {
             Ok(None) => self.not_payable_page(),
-            Ok(Some(MockEventKind::Succeeded)) => self.result_page(
+            Ok(Some((MockEventKind::Succeeded, None))) => self.result_page(
                 "Payment succeeded",
                 "Your tokens are in your balance. The bot will message you.",
             ),
-            Ok(Some(MockEventKind::Declined)) => self.result_page(
+            Ok(Some((MockEventKind::Succeeded, Some(behaviour)))) => self.result_page(
+                "Payment succeeded",
+                &format!(
+                    "Your tokens are in your balance. The bot will message you. \
+                     The card is saved for renewals (test card: {}).",
+                    behaviour.as_str()
+                ),
+            ),
+            Ok(Some((MockEventKind::Declined, _))) => self.result_page(
                 "Payment declined",
                 "No money was taken. You can try again from the bot.",
             ),
@@ -115,6 +140,65 @@ impl PaymentWebhook {
                     json!({ "status": status }).to_string(),
                 )
             }
+            Err(failure) => failure.json(),
+        }
+    }
+
+    /// The provider's signed callback for `event`, delivered in process
+    /// through the same verification as an HTTP callback.
+    async fn send_mock_event(&self, provider: &MockProvider, event: &MockEvent) -> Result<MockEventKind, Failure> {
+        let (signature, body) = provider.callback(event, self.store.now());
+        self.mock_event(provider.verify(Some(&signature), &body, self.store.now())?)
+            .await
+    }
+
+    /// `POST /payments/mock/recurring`: the provider's API for charging a
+    /// saved card (signed like its callbacks, by whoever holds the secret:
+    /// our renewals). A card approves, declines or is unavailable as it
+    /// was minted; an approved charge is paid with the provider's signed
+    /// callback, so it credits through the one exactly-once path.
+    pub(crate) async fn mock_recurring(&self, incoming: &Incoming<'_>) -> Response<String> {
+        let result = async {
+            let provider = self.mock_provider()?;
+            let charge = provider.verify_charge(incoming.header(SIGNATURE_HEADER), incoming.body, self.store.now())?;
+            let invoice = self.mock_invoice(charge.invoice_id.as_str()).await?;
+            let declined = |reason: &str| {
+                Ok(MockChargeAnswer::Declined {
+                    reason: reason.to_owned(),
+                })
+            };
+            // Only the customer the card was saved for can be charged.
+            match provider.card(&charge.recurring_token, invoice.user) {
+                None => return declined("unknown card"),
+                Some(CardBehaviour::Decline) => return declined("card declined"),
+                Some(CardBehaviour::Unavailable) => {
+                    return Err(Failure::Unavailable("the mock card's bank is unavailable".into()));
+                }
+                Some(CardBehaviour::Approve) => {}
+            }
+            if invoice.status != InvoiceStatus::Paid && !self.offered(&invoice) {
+                return Err(Failure::Malformed(format!("invoice {} is not payable", invoice.id)));
+            }
+            let payment_id = mock::recurring_payment_id(&invoice.id);
+            let event = MockEvent {
+                event: MockEventKind::Succeeded,
+                invoice_id: invoice.id.clone(),
+                payment_id: payment_id.clone(),
+                amount: charge.amount,
+                currency: charge.currency,
+                recurring: true,
+                recurring_token: None,
+            };
+            self.send_mock_event(provider, &event).await?;
+            Ok(MockChargeAnswer::Paid { payment_id })
+        }
+        .await;
+        match result {
+            Ok(answer) => respond(
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_string(&answer).unwrap_or_default(),
+            ),
             Err(failure) => failure.json(),
         }
     }

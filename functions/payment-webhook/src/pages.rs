@@ -31,14 +31,23 @@ pub fn message(title: &str, text: &str, back: Option<&str>) -> String {
     )
 }
 
-/// The mock provider's checkout: what is bought, for how much, Pay or Decline.
+/// The mock provider's checkout: what is bought, for how much, whether to
+/// save the card for renewals (and how its renewals end: a test card),
+/// Pay or Decline. A subscription's first payment saves it by default.
 pub fn mock_checkout(invoice: &Invoice) -> String {
+    let checked = if invoice.recurring { " checked" } else { "" };
     layout(
         "Mock checkout",
         &format!(
             "<h1>Mock checkout</h1><p>{title}</p><p class=\"amount\" id=\"amount\">{amount}</p>\
              <p>{tokens} tokens · invoice <code>{id}</code></p>\
-             <form method=\"post\"><button class=\"pay\" id=\"pay\" name=\"action\" value=\"pay\">Pay</button>\
+             <form method=\"post\">\
+             <p><label><input type=\"checkbox\" id=\"save_card\" name=\"save_card\" value=\"1\"{checked}> \
+             Save the card for renewals</label><br><label>Renewals with this test card: \
+             <select id=\"card\" name=\"card\"><option value=\"approve\">succeed</option>\
+             <option value=\"decline\">are declined</option>\
+             <option value=\"unavailable\">find the provider down</option></select></label></p>\
+             <button class=\"pay\" id=\"pay\" name=\"action\" value=\"pay\">Pay</button>\
              <button class=\"decline\" id=\"decline\" name=\"action\" value=\"decline\">Decline</button></form>\
              <p><small>A stand-in for a real payment provider: no money moves.</small></p>",
             title = escape(&invoice.title.en),

@@ -25,11 +25,7 @@ use tokenbill::store::PaymentProof;
 
 use crate::{Failure, Incoming, PaymentWebhook, redirect, respond};
 
-/// The `Shp_` parameter carrying our invoice id through Robokassa.
-pub const SHP_INVOICE: &str = "Shp_invoice";
-
-/// Robokassa's limit on `Description`.
-const MAX_DESCRIPTION_CHARS: usize = 100;
+pub use robokassa::SHP_INVOICE;
 
 /// What the payer's browser sees after SuccessURL.
 enum SuccessPage {
@@ -81,14 +77,16 @@ impl PaymentWebhook {
             if let Some((title, text)) = closed {
                 return Ok(Err((title, text)));
             }
-            let inv_id = self.robokassa_inv_id(&invoice).await?;
+            let inv_id = self.store.robokassa_inv_id(&invoice).await?;
             let request = PaymentRequest {
                 inv_id,
                 out_sum: invoice.amount_due.amount(),
-                description: invoice.title.ru.chars().take(MAX_DESCRIPTION_CHARS).collect(),
-                shp: [(SHP_INVOICE.to_owned(), invoice.id.to_string())].into(),
+                description: robokassa::description(&invoice),
+                shp: robokassa::invoice_shp(&invoice),
                 receipt: None,
-                recurring: false,
+                // A subscription's first payment: Robokassa keeps the card
+                // for `/Recurring` charges that name this InvId.
+                recurring: invoice.recurring,
                 email: None,
                 culture: None,
             };
@@ -100,22 +98,6 @@ impl PaymentWebhook {
             Ok(Err((title, text))) => self.result_page(title, text),
             Err(failure) => failure.page(),
         }
-    }
-
-    /// The invoice's `InvId`: the one it has, or a fresh one from the
-    /// counter saved with it. Two first clicks racing both draw a number;
-    /// the first saved wins and both redirect with it.
-    async fn robokassa_inv_id(&self, invoice: &Invoice) -> Result<u32, Failure> {
-        if let Some(saved) = &invoice.provider_ref {
-            return parse_inv_id(saved, &invoice.id);
-        }
-        let fresh = self.store.next_robokassa_inv_id().await?;
-        let saved = self.store.set_provider_ref(&invoice.id, &fresh.to_string()).await?;
-        let inv_id = saved
-            .provider_ref
-            .as_deref()
-            .ok_or_else(|| Failure::Internal(format!("invoice {} has no InvId after saving one", invoice.id)))?;
-        parse_inv_id(inv_id, &invoice.id)
     }
 
     /// ResultURL: Robokassa's signed notice that the payer paid.
@@ -172,6 +154,7 @@ impl PaymentWebhook {
             provider: Provider::Robokassa,
             amount,
             provider_ref: Some(inv_id),
+            renewal: robokassa::renewal_of(&invoice, callback.inv_id),
         };
         let payment = self.store.confirm_payment_of(invoice, &proof, Vec::new()).await?;
         tracing::info!(
@@ -253,12 +236,4 @@ fn shp_invoice(shp: &std::collections::BTreeMap<String, String>) -> Result<Invoi
         .map(|(_, value)| value)
         .ok_or_else(|| Failure::Malformed(format!("missing {SHP_INVOICE}")))?;
     InvoiceId::new(value.as_str()).map_err(|_| Failure::NotFound(format!("invoice {value}")))
-}
-
-fn parse_inv_id(text: &str, invoice: &InvoiceId) -> Result<u32, Failure> {
-    text.parse().map_err(|_| {
-        Failure::Internal(format!(
-            "invoice {invoice} has a provider reference that is not an InvId"
-        ))
-    })
 }

@@ -19,8 +19,13 @@ use tokenbill::domain::{Currency, IdempotencyKey, TariffId, Tokens, TxId, UserId
 use tokenbill::store::keys::{self, Key};
 use tokenbill::store::{BalanceRequest, ClaimMode, NewInvoice, StoreError, UserChange, UserView};
 
+use teloxide_core::RequestError;
+use teloxide_core::payloads::CreateInvoiceLink;
+use teloxide_core::requests::JsonRequest;
+use teloxide_core::types::{LabeledPrice, Seconds};
 use tokenbill::domain::notification::NotificationId;
 use tokenbill::payments::stars::{self, PreCheckoutRefusal};
+use tokenbill::payments::{self, PaymentStart};
 
 use crate::callback::Callback;
 use crate::screens::{self, Screen};
@@ -395,10 +400,14 @@ impl Webhook {
                 .activate_checked_promo(user, &promo, uses, items, items_touch_profile)
                 .await
             {
-                Ok(_) => Ok(t
-                    .promo_bonus
-                    .replace("{code}", &shown)
-                    .replace("{tokens}", &tokens.to_string())),
+                Ok(activation) => {
+                    if let Some(queue) = &self.queue {
+                        queue.publish_or_log(&[activation.notification]).await;
+                    }
+                    Ok(t.promo_bonus
+                        .replace("{code}", &shown)
+                        .replace("{tokens}", &tokens.to_string()))
+                }
                 Err(StoreError::Promo(rejection)) => {
                     ctx.marked = false;
                     let mark = ctx.mark(self)?;
@@ -577,6 +586,8 @@ impl Webhook {
             .config
             .providers
             .iter()
+            // Stars renew only Telegram's 30-day subscriptions.
+            .filter(|provider| **provider != Provider::TelegramStars || stars::sells(&tariff))
             .filter_map(|provider| {
                 pricing::quote(&tariff, provider.currency(), promo.as_ref())
                     .ok()
@@ -604,6 +615,10 @@ impl Webhook {
         if !self.config.providers.contains(&provider) {
             return Ok((None, Some(t.provider_unavailable.to_owned())));
         }
+        let tariff = view.tariff(&tariff_id)?;
+        if provider == Provider::TelegramStars && tariff.as_ref().is_some_and(|tariff| !stars::sells(tariff)) {
+            return Ok((None, Some(t.provider_unavailable.to_owned())));
+        }
         let pending = view.pending_promo.clone();
         let order = NewInvoice {
             user: user.id,
@@ -619,24 +634,32 @@ impl Webhook {
                 Vec::new()
             })
         };
-        let outcome = match self.store.draft_invoice(
-            user,
-            &order,
-            view.tariff(&order.tariff_id)?,
-            promo,
-            self.config.invoice_ttl,
-        ) {
+        let outcome = match self
+            .store
+            .draft_invoice(user, &order, tariff, promo, self.config.invoice_ttl)
+        {
             Ok(draft) => {
+                // A Stars subscription is sold only through an invoice link,
+                // made before the invoice is stored: if Telegram cannot make
+                // one, nothing is stored (and a retry of the update tries again).
+                let link = match self.subscription_link(&draft.invoice, language).await? {
+                    SubscriptionLink::Made(link) => Some(link),
+                    SubscriptionLink::Refused => return Ok((None, Some(t.provider_unavailable.to_owned()))),
+                    SubscriptionLink::NotNeeded => None,
+                };
                 // A newcomer buying without /start is registered with the invoice.
                 let mut extra = self.profile_items(view, registration, &[])?;
                 extra.extend(forget_code()?);
                 extra.extend(ctx.mark(self)?);
-                self.store.commit_invoice(draft, extra).await
+                self.store
+                    .commit_invoice(draft, extra)
+                    .await
+                    .map(|invoice| (invoice, link))
             }
             Err(err) => Err(err),
         };
-        let invoice = match outcome {
-            Ok(invoice) => invoice,
+        let (invoice, link) = match outcome {
+            Ok(created) => created,
             Err(StoreError::Promo(rejection)) => {
                 // The code no longer applies: forget it, say why.
                 ctx.marked = false;
@@ -656,30 +679,76 @@ impl Webhook {
             let text = t.free_purchase_done.replace("{tokens}", &tokens.to_string());
             return Ok((Some(screens::with_menu(language, text)), None));
         }
-        let base = self.config.public_base_url.trim_end_matches('/');
-        let url = match provider {
-            Provider::Mock => format!("{base}/payments/mock/checkout/{}", invoice.id)
-                .parse::<url::Url>()
-                .ok(),
-            Provider::Robokassa => format!("{base}/payments/robokassa/pay/{}", invoice.id)
-                .parse::<url::Url>()
-                .ok(),
-            Provider::TelegramStars => {
+        let url = match payments::start(&invoice, &self.config.public_base_url)? {
+            PaymentStart::Page(url) => Some(url),
+            PaymentStart::Stars {
+                subscription_period: Some(_),
+                ..
+            } => link,
+            PaymentStart::Stars {
+                payload,
+                stars,
+                subscription_period: None,
+            } => {
+                let (title, description) = stars_texts(&invoice, language);
                 ctx.also.push(Reply::StarsInvoice {
                     chat: ChatId(user.id.get()),
-                    title: invoice.title.get(language).chars().take(32).collect(),
-                    description: t.stars_invoice_description.replace(
-                        "{tokens}",
-                        &(invoice.tokens.get() + invoice.bonus_tokens.get()).to_string(),
-                    ),
-                    payload: invoice.id.to_string(),
-                    stars: stars::stars_due(&invoice)?,
+                    title,
+                    description,
+                    payload,
+                    stars,
                 });
                 None
             }
-            Provider::Free => None,
+            PaymentStart::Nothing => None,
         };
         Ok((Some(screens::invoice(language, &invoice, url)), None))
+    }
+
+    /// For a Stars subscription's invoice, its invoice link
+    /// (`createInvoiceLink` with `subscription_period`). A failure a retry
+    /// may fix is an error, so the update is retried.
+    async fn subscription_link(
+        &self,
+        invoice: &tokenbill::domain::invoice::Invoice,
+        language: Language,
+    ) -> Result<SubscriptionLink, StoreError> {
+        let PaymentStart::Stars {
+            payload,
+            stars,
+            subscription_period: Some(period),
+        } = payments::start(invoice, &self.config.public_base_url)?
+        else {
+            return Ok(SubscriptionLink::NotNeeded);
+        };
+        let (title, description) = stars_texts(invoice, language);
+        let mut request = CreateInvoiceLink::new(
+            title,
+            description,
+            payload,
+            stars::CURRENCY,
+            [LabeledPrice::new("Tokens", stars)],
+        );
+        request.subscription_period = Some(Seconds::from_seconds(period));
+        match JsonRequest::new(self.bot.clone(), request).await {
+            Ok(link) => match url::Url::parse(&link) {
+                Ok(link) => Ok(SubscriptionLink::Made(link)),
+                Err(err) => {
+                    tracing::error!(%link, error = %err, "createInvoiceLink answered something that is not a link");
+                    Ok(SubscriptionLink::Refused)
+                }
+            },
+            Err(err @ (RequestError::Network(_) | RequestError::Io(_) | RequestError::RetryAfter(_))) => {
+                Err(StoreError::Unavailable {
+                    operation: "createInvoiceLink",
+                    message: err.to_string(),
+                })
+            }
+            Err(err) => {
+                tracing::error!(error = %err, invoice = %invoice.id, "createInvoiceLink refused");
+                Ok(SubscriptionLink::Refused)
+            }
+        }
     }
 
     /// Answers Telegram's last check before a Stars payment: the invoice
@@ -728,12 +797,16 @@ impl Webhook {
         let Some(payment) = message.successful_payment() else {
             return Ok(Vec::new());
         };
-        let proof = stars::proof(
-            &payment.invoice_payload,
-            &payment.currency,
-            payment.total_amount,
-            &payment.telegram_payment_charge_id.0,
-        )?;
+        if stars::is_renewal(payment) {
+            // Telegram charged a later period of a subscription by itself:
+            // it pays no invoice of ours (the payload names the first one).
+            // Extending the subscription belongs to the renewal flow, not
+            // built yet; keep the evidence.
+            tracing::warn!(payload = %payment.invoice_payload, charge = %payment.telegram_payment_charge_id.0,
+                expires = ?payment.subscription_expiration_date, "Stars subscription renewal not handled yet");
+            return Ok(Vec::new());
+        }
+        let proof = stars::proof(payment)?;
         let Some(invoice) = view.invoice(&proof.invoice_id)? else {
             // Money arrived for an invoice we do not know: keep the evidence.
             tracing::error!(payload = %payment.invoice_payload, charge = %payment.telegram_payment_charge_id.0,
@@ -823,6 +896,26 @@ impl Webhook {
         let applied = self.store.apply(request).await?;
         Ok(format!("granted {tokens} tokens to {id} ({})", applied.receipt.tx_id))
     }
+}
+
+/// What [`Webhook::subscription_link`] got.
+enum SubscriptionLink {
+    /// Not a Stars subscription: no link to make.
+    NotNeeded,
+    Made(url::Url),
+    /// Telegram refused; retrying the same request would not help.
+    Refused,
+}
+
+/// A Stars invoice's title (Telegram takes 1-32 characters) and description.
+fn stars_texts(invoice: &tokenbill::domain::invoice::Invoice, language: Language) -> (String, String) {
+    let tokens = invoice.tokens.get() + invoice.bonus_tokens.get();
+    (
+        invoice.title.get(language).chars().take(32).collect(),
+        texts(language)
+            .stars_invoice_description
+            .replace("{tokens}", &tokens.to_string()),
+    )
 }
 
 /// `/user ID` from the batch read: profile and balance.

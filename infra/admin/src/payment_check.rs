@@ -143,6 +143,7 @@ async fn credit_from_state(store: &Store, invoice: &Invoice, inv_id: u32, state:
         provider: Provider::Robokassa,
         amount: Money::new(Decimal::new(kopecks, 2), Currency::Rub)?,
         provider_ref: Some(inv_id.to_string()),
+        renewal: robokassa::renewal_of(invoice, inv_id),
     };
     store.confirm_payment(&proof, Vec::new()).await?;
     Ok(())

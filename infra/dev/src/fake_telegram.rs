@@ -121,6 +121,8 @@ async fn call(
                 "text": params["text"].as_str().unwrap_or(""),
             })
         }
+        // A Stars invoice link, shaped like Telegram's (`t.me/$` and a slug).
+        "createinvoicelink" => json!(format!("https://t.me/$FakeInvoice{:06}", inner.next_message_id)),
         "getme" => json!({ "id": 1, "is_bot": true, "first_name": "Tokenbill", "username": "TokenbillBot" }),
         "setwebhook" => {
             inner.webhook = Some(params.clone());

@@ -155,6 +155,16 @@ pub struct Invoice {
     /// The provider's own reference (Robokassa `InvId`, Stars charge id...).
     #[serde(default)]
     pub provider_ref: Option<String>,
+    /// The first payment of a subscription: the provider is asked to keep
+    /// the payment method for renewals (Robokassa `Recurring=true`, the
+    /// mock's saved card, a Stars subscription link). False for token packs
+    /// and for renewal invoices, which are charged against a kept method.
+    #[serde(default)]
+    pub recurring: bool,
+    /// How the provider can charge again, as it told us with the payment
+    /// (saved in the payment transaction; subscriptions take it from here).
+    #[serde(default)]
+    pub renewal: Option<super::subscription::RenewalMethod>,
 }
 
 impl Invoice {
@@ -247,6 +257,8 @@ mod tests {
             expires_at: now,
             paid_at: None,
             provider_ref: None,
+            recurring: false,
+            renewal: None,
         }
     }
 

@@ -41,6 +41,12 @@ impl NotificationId {
         Self(format!("declined:{invoice}"))
     }
 
+    /// The `use`-th activation of a bonus code by `user` (codes are
+    /// letters, digits, `_` and `-`, so the id stays valid).
+    pub fn promo_bonus(user: UserId, code: &super::promo::PromoCodeText, use_number: u64) -> Self {
+        Self(format!("promo:{user}:{}:{use_number}", code.as_str()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

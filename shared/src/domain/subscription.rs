@@ -26,8 +26,24 @@ pub enum RenewalMethod {
     },
     /// Telegram renews Stars subscriptions itself; we only observe payments.
     TelegramStars {
+        /// The first payment's `telegram_payment_charge_id`
+        /// (`editUserStarSubscription` names the subscription by it).
         charge_id: String,
+        /// `subscription_expiration_date`: when Telegram charges next.
+        #[serde(default)]
+        expires_at: Option<DateTime<Utc>>,
     },
+}
+
+impl RenewalMethod {
+    /// The provider that kept the method (and issues its renewal invoices).
+    pub fn provider(&self) -> super::invoice::Provider {
+        match self {
+            RenewalMethod::Mock { .. } => super::invoice::Provider::Mock,
+            RenewalMethod::Robokassa { .. } => super::invoice::Provider::Robokassa,
+            RenewalMethod::TelegramStars { .. } => super::invoice::Provider::TelegramStars,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

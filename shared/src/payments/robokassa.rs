@@ -13,6 +13,9 @@
 //!
 //! `Shp_` parameters follow the password as `key=value`, sorted by key.
 //! In test mode (`IsTest=1`) the shop's separate test passwords sign.
+//!
+//! [`RobokassaRecurring`] charges a subscription's card again; it is the
+//! one piece here that touches storage (a new invoice's `InvId`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +26,11 @@ use rust_decimal::prelude::ToPrimitive;
 use subtle::ConstantTimeEq;
 use url::form_urlencoded;
 
+use super::{ChargeError, ChargeOutcome, RecurringCharge};
+use crate::Store;
+use crate::domain::invoice::{Invoice, InvoiceStatus};
+use crate::domain::subscription::RenewalMethod;
+
 pub const DEFAULT_BASE_URL: &str = "https://auth.robokassa.ru/Merchant";
 
 /// Robokassa keeps invoice ids in a signed 32-bit integer.
@@ -30,6 +38,9 @@ pub const MAX_INV_ID: u32 = i32::MAX as u32;
 
 /// Robokassa's limit on `Description`.
 const MAX_DESCRIPTION_CHARS: usize = 100;
+
+/// The `Shp_` parameter carrying our invoice id through Robokassa.
+pub const SHP_INVOICE: &str = "Shp_invoice";
 
 /// `OpStateExt` state of a paid operation.
 pub const STATE_PAID: i32 = 100;
@@ -680,6 +691,82 @@ pub async fn charge_recurring(
         Ok(RecurringAccepted { inv_id: request.inv_id })
     } else {
         Err(RobokassaError::Declined(shorten(answer)))
+    }
+}
+
+/// The `Shp_` parameters of a request for `invoice`: our invoice id.
+pub fn invoice_shp(invoice: &Invoice) -> BTreeMap<String, String> {
+    [(SHP_INVOICE.to_owned(), invoice.id.to_string())].into()
+}
+
+/// The `Description` of a request for `invoice`, within Robokassa's limit.
+pub fn description(invoice: &Invoice) -> String {
+    invoice.title.ru.chars().take(MAX_DESCRIPTION_CHARS).collect()
+}
+
+/// The renewal method a paid invoice leaves: a subscription's first
+/// payment (made with `Recurring=true`) is the parent that `/Recurring`
+/// charges name in `PreviousInvoiceID`.
+pub fn renewal_of(invoice: &Invoice, inv_id: u32) -> Option<RenewalMethod> {
+    invoice
+        .recurring
+        .then_some(RenewalMethod::Robokassa { parent_inv_id: inv_id })
+}
+
+/// Charges a Robokassa subscription's card again (`/Recurring`).
+#[derive(Debug, Clone)]
+pub struct RobokassaRecurring {
+    config: RobokassaConfig,
+    http: reqwest::Client,
+    store: Store,
+}
+
+impl RobokassaRecurring {
+    pub fn new(config: RobokassaConfig, http: reqwest::Client, store: Store) -> Self {
+        Self { config, http, store }
+    }
+}
+
+impl RecurringCharge for RobokassaRecurring {
+    /// Gives the invoice its own `InvId` (once, like the pay link) and asks
+    /// Robokassa to charge the parent payment's card. `OK` only means
+    /// accepted: ResultURL credits the invoice later.
+    async fn charge_again(&self, method: &RenewalMethod, invoice: &Invoice) -> Result<ChargeOutcome, ChargeError> {
+        let RenewalMethod::Robokassa { parent_inv_id } = method else {
+            return Err(ChargeError::NotChargeable {
+                provider: method.provider().as_str(),
+                reason: "Robokassa charges only its own parent payments",
+            });
+        };
+        ChargeError::check_provider(invoice, method)?;
+        match invoice.status {
+            // Already charged and confirmed: never ask Robokassa twice.
+            InvoiceStatus::Paid => {
+                return Ok(ChargeOutcome::Paid {
+                    provider_ref: invoice.provider_ref.clone().unwrap_or_default(),
+                });
+            }
+            InvoiceStatus::Pending => {}
+            other => return Err(ChargeError::invoice(invoice, format!("it is {other}"))),
+        }
+        let request = RecurringRequest {
+            inv_id: self.store.robokassa_inv_id(invoice).await?,
+            previous_inv_id: *parent_inv_id,
+            out_sum: invoice.amount_due.amount(),
+            description: description(invoice),
+            shp: invoice_shp(invoice),
+            receipt: None,
+        };
+        match charge_recurring(&self.http, &self.config, &request).await {
+            Ok(accepted) => Ok(ChargeOutcome::Accepted {
+                provider_ref: accepted.inv_id.to_string(),
+            }),
+            Err(RobokassaError::Declined(reason)) => Ok(ChargeOutcome::Declined { reason }),
+            Err(err) if err.is_retryable() => Ok(ChargeOutcome::Unavailable {
+                reason: err.to_string(),
+            }),
+            Err(err) => Err(ChargeError::Refused(err.to_string())),
+        }
     }
 }
 

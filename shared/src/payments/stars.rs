@@ -5,15 +5,45 @@
 //!
 //! The invoice payload is our invoice id, so every Stars message leads
 //! back to one stored invoice whose price came from the catalog.
+//!
+//! Subscriptions: Telegram sells them only through invoice links
+//! (`createInvoiceLink` with `subscription_period` = 30 days) and charges
+//! each renewal itself. The first `successful_payment` (`is_first_recurring`)
+//! pays our invoice and names the subscription (its charge id, and
+//! `subscription_expiration_date`); each renewal arrives as another
+//! `successful_payment` with the same payload and a new charge id.
 
 use chrono::{DateTime, Utc};
+use teloxide_core::types::SuccessfulPayment;
 
 use crate::domain::invoice::{Invoice, InvoiceStatus, Provider};
+use crate::domain::subscription::RenewalMethod;
+use crate::domain::tariff::{Tariff, TariffKind};
 use crate::domain::user::Language;
 use crate::domain::{Currency, DomainError, InvoiceId, Money};
 use crate::store::PaymentProof;
 
 pub const CURRENCY: &str = "XTR";
+
+/// The one subscription period Telegram supports: 30 days.
+pub const SUBSCRIPTION_PERIOD_DAYS: u32 = 30;
+/// [`SUBSCRIPTION_PERIOD_DAYS`] in seconds, as `subscription_period` takes it.
+pub const SUBSCRIPTION_PERIOD_SECONDS: u32 = SUBSCRIPTION_PERIOD_DAYS * 24 * 60 * 60;
+
+/// Whether Stars can sell `tariff`: token packs, and subscriptions of
+/// Telegram's 30-day period (no other period can renew in Stars).
+pub fn sells(tariff: &Tariff) -> bool {
+    match tariff.kind {
+        TariffKind::TokenPack => true,
+        TariffKind::Subscription { period_days } => period_days == SUBSCRIPTION_PERIOD_DAYS,
+    }
+}
+
+/// A Stars subscription's renewal: Telegram charged a later period on its
+/// own. It pays no invoice of ours (its payload names the first one).
+pub fn is_renewal(payment: &SuccessfulPayment) -> bool {
+    payment.is_recurring && !payment.is_first_recurring
+}
 
 /// Why a `pre_checkout_query` is refused; Telegram shows the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,19 +108,22 @@ pub fn check_pre_checkout(
 }
 
 /// What a `successful_payment` proves, to be checked against the invoice.
-pub fn proof(
-    payload: &str,
-    currency: &str,
-    total_amount: u32,
-    telegram_payment_charge_id: &str,
-) -> Result<PaymentProof, DomainError> {
+/// A subscription's first payment also names the subscription, saved on
+/// the invoice for renewals.
+pub fn proof(payment: &SuccessfulPayment) -> Result<PaymentProof, DomainError> {
+    let payload = &payment.invoice_payload;
     let invoice_id = invoice_id(payload).ok_or_else(|| DomainError::invalid("stars payload", payload.to_owned()))?;
-    let currency: Currency = currency.parse()?;
+    let currency: Currency = payment.currency.parse()?;
+    let charge_id = payment.telegram_payment_charge_id.0.clone();
     Ok(PaymentProof {
         invoice_id,
         provider: Provider::TelegramStars,
-        amount: Money::from_minor(i64::from(total_amount), currency)?,
-        provider_ref: Some(telegram_payment_charge_id.to_owned()),
+        amount: Money::from_minor(i64::from(payment.total_amount), currency)?,
+        renewal: payment.is_recurring.then(|| RenewalMethod::TelegramStars {
+            charge_id: charge_id.clone(),
+            expires_at: payment.subscription_expiration_date,
+        }),
+        provider_ref: Some(charge_id),
     })
 }
 
@@ -127,6 +160,8 @@ mod tests {
             expires_at: now + Duration::hours(1),
             paid_at: None,
             provider_ref: None,
+            recurring: false,
+            renewal: None,
         }
     }
 
@@ -162,16 +197,47 @@ mod tests {
         );
     }
 
+    fn payment(payload: &str, charge: &str, subscription: Option<(bool, i64)>) -> SuccessfulPayment {
+        let mut json = serde_json::json!({
+            "currency": "XTR", "total_amount": 50, "invoice_payload": payload,
+            "telegram_payment_charge_id": charge, "provider_payment_charge_id": ""
+        });
+        if let Some((first, expires)) = subscription {
+            json["is_recurring"] = true.into();
+            json["is_first_recurring"] = first.into();
+            json["subscription_expiration_date"] = expires.into();
+        }
+        serde_json::from_value(json).unwrap()
+    }
+
     #[test]
     fn a_successful_payment_proves_its_stars() {
-        let proof = proof("inv1", "XTR", 50, "charge-1").unwrap();
+        let one_off = payment("inv1", "charge-1", None);
+        let proof = proof(&one_off).unwrap();
         assert_eq!(proof.amount, Money::from_minor(50, Currency::Xtr).unwrap());
         assert_eq!(proof.provider_ref.as_deref(), Some("charge-1"));
+        assert_eq!(proof.renewal, None);
+        assert!(!is_renewal(&one_off));
         assert!(
             invoice(InvoiceStatus::Pending)
                 .check_payment(proof.provider, &proof.amount)
                 .is_ok()
         );
-        assert!(super::proof("not an id!", "XTR", 50, "c").is_err());
+        assert!(super::proof(&payment("not an id!", "c", None)).is_err());
+    }
+
+    #[test]
+    fn a_subscriptions_first_payment_names_it_and_renewals_are_told_apart() {
+        let first = payment("inv1", "charge-1", Some((true, 1_767_000_000)));
+        assert!(!is_renewal(&first));
+        assert_eq!(
+            proof(&first).unwrap().renewal,
+            Some(RenewalMethod::TelegramStars {
+                charge_id: "charge-1".into(),
+                expires_at: DateTime::from_timestamp(1_767_000_000, 0),
+            })
+        );
+        assert!(is_renewal(&payment("inv1", "charge-2", Some((false, 1_769_600_000)))));
+        assert_eq!(SUBSCRIPTION_PERIOD_SECONDS, 2_592_000);
     }
 }

@@ -13,6 +13,8 @@ use crate::domain::ledger::{CreditKind, DebitKind};
 use crate::domain::notification::{Message, Notification, NotificationId};
 use crate::domain::pricing;
 use crate::domain::promo::PromoCodeText;
+use crate::domain::subscription::RenewalMethod;
+use crate::domain::tariff::TariffKind;
 use crate::domain::{DomainError, IdempotencyKey, InvoiceId, TariffId, UserId};
 
 /// How long an invoice waits for payment unless configured otherwise.
@@ -48,6 +50,9 @@ pub struct PaymentProof {
     pub amount: crate::domain::Money,
     /// The provider's id of the payment (Robokassa `InvId`, Stars charge id...).
     pub provider_ref: Option<String>,
+    /// How the provider can charge again, when it kept the payment method
+    /// (saved on the paid invoice).
+    pub renewal: Option<RenewalMethod>,
 }
 
 /// The message a paid invoice sends its user.
@@ -139,6 +144,10 @@ impl Store {
             expires_at: now + ttl,
             paid_at: None,
             provider_ref: None,
+            // A subscription's first payment asks the provider to keep the
+            // payment method, so the period can be charged again.
+            recurring: matches!(tariff.kind, TariffKind::Subscription { .. }) && !quote.is_free(),
+            renewal: None,
         };
         // Nothing to pay: the invoice is created paid, in the same
         // transaction that credits its tokens.
@@ -262,7 +271,8 @@ impl Store {
             });
         }
         invoice.check_payment(proof.provider, &proof.amount)?;
-        self.pay_loaded_invoice(Some(invoice), &proof.invoice_id, proof.provider_ref.clone(), extra)
+        let reference = (proof.provider_ref.clone(), proof.renewal.clone());
+        self.pay_loaded_invoice(Some(invoice), &proof.invoice_id, reference, extra)
             .await
     }
 
@@ -283,16 +293,19 @@ impl Store {
         provider_ref: Option<String>,
         extra: Vec<TransactWriteItem>,
     ) -> Result<Payment, StoreError> {
-        self.pay_loaded_invoice(None, id, provider_ref, extra).await
+        self.pay_loaded_invoice(None, id, (provider_ref, None), extra).await
     }
 
+    /// `reference`: the provider's payment id and the renewal method it
+    /// gave, both saved on the paid invoice.
     async fn pay_loaded_invoice(
         &self,
         mut loaded: Option<Invoice>,
         id: &InvoiceId,
-        provider_ref: Option<String>,
+        reference: (Option<String>, Option<RenewalMethod>),
         extra: Vec<TransactWriteItem>,
     ) -> Result<Payment, StoreError> {
+        let (provider_ref, renewal) = reference;
         for _ in 0..ATTEMPTS {
             let invoice = match loaded.take() {
                 Some(invoice) => invoice,
@@ -308,6 +321,7 @@ impl Store {
                 let now = self.now();
                 paid.apply(InvoiceEvent::PaymentConfirmed, now)?;
                 paid.provider_ref = provider_ref.clone().or(invoice.provider_ref.clone());
+                paid.renewal = renewal.clone().or(invoice.renewal.clone());
                 paid.promo_reserved = false;
                 request = request.with_item(self.put_invoice(&paid, Some(invoice.status))?);
                 request = request.with_item(self.count_paid_invoice(invoice.user, false)?);
@@ -532,6 +546,27 @@ impl Store {
     pub async fn next_robokassa_inv_id(&self) -> Result<u32, StoreError> {
         let value = self.next_counter("robokassa_inv_id", ROBOKASSA_INV_ID_MAX).await?;
         u32::try_from(value).map_err(|_| StoreError::corrupt("robokassa_inv_id counter", value))
+    }
+
+    /// The invoice's Robokassa `InvId`: the one it has, or a fresh one from
+    /// the counter saved with it (the pay link and a recurring charge both
+    /// need one). Two first requests racing both draw a number; the first
+    /// saved wins and both get it.
+    pub async fn robokassa_inv_id(&self, invoice: &Invoice) -> Result<u32, StoreError> {
+        let parse = |text: &str| {
+            text.parse::<u32>().map_err(|_| {
+                StoreError::corrupt(
+                    format!("invoice {}", invoice.id),
+                    "its provider reference is not an InvId",
+                )
+            })
+        };
+        if let Some(saved) = &invoice.provider_ref {
+            return parse(saved);
+        }
+        let fresh = self.next_robokassa_inv_id().await?;
+        let saved = self.set_provider_ref(&invoice.id, &fresh.to_string()).await?;
+        parse(saved.provider_ref.as_deref().unwrap_or_default())
     }
 
     /// The invoice item, written only if its status is still `expected`

@@ -28,6 +28,7 @@ pub use error::StoreError;
 pub use invoices::{DEFAULT_INVOICE_TTL, InvoiceDraft, NewInvoice, Payment, PaymentProof};
 pub use ledger::LedgerPage;
 pub use notifications::{NotificationClaim, REPUBLISH_AFTER};
+pub use promos::PromoActivation;
 pub use service_keys::RateSlot;
 pub use stats::DailyStats;
 pub use updates::{Claim, ClaimMode, UPDATE_LEASE};

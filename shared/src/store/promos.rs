@@ -14,6 +14,7 @@ use super::keys;
 use super::transact::Cancelled;
 use super::{Applied, BalanceRequest, Store, StoreError};
 use crate::domain::ledger::CreditKind;
+use crate::domain::notification::{Message, Notification, NotificationId};
 use crate::domain::promo::{PromoCode, PromoCodeText, PromoEffect, PromoRejection};
 use crate::domain::tariff::Tariff;
 use crate::domain::user::User;
@@ -65,6 +66,14 @@ impl RedemptionSlots {
             None => Ok(None),
         }
     }
+}
+
+/// A bonus code activated: the credit, and the user's notification
+/// committed with it (to publish).
+#[derive(Debug, Clone)]
+pub struct PromoActivation {
+    pub applied: Applied,
+    pub notification: NotificationId,
 }
 
 impl Store {
@@ -178,9 +187,10 @@ impl Store {
         Ok(promo)
     }
 
-    /// Activates a bonus-tokens code: the tokens and the redemption are one
-    /// transaction. Other kinds of code apply to a purchase instead.
-    pub async fn activate_promo(&self, user: &User, code: &PromoCodeText) -> Result<Applied, StoreError> {
+    /// Activates a bonus-tokens code: the tokens, the redemption and the
+    /// user's notification are one transaction. Other kinds of code apply
+    /// to a purchase instead.
+    pub async fn activate_promo(&self, user: &User, code: &PromoCodeText) -> Result<PromoActivation, StoreError> {
         let promo = self.check_promo(user, code, None).await?;
         let uses = self.promo_uses(code, user.id).await?;
         self.activate_checked_promo(user, &promo, uses, Vec::new(), false).await
@@ -195,13 +205,25 @@ impl Store {
         uses: u64,
         extra: Vec<TransactWriteItem>,
         extra_touches_profile: bool,
-    ) -> Result<Applied, StoreError> {
+    ) -> Result<PromoActivation, StoreError> {
         let PromoEffect::BonusTokens { tokens } = promo.effect else {
             return Err(crate::domain::DomainError::invalid("promo code", "this code applies to a purchase").into());
         };
         let code = &promo.code;
         // One key per use, so a per-user limit above one grants each use once.
         let key = IdempotencyKey::new(format!("promo:{}:{}", code.as_str(), uses + 1))?;
+        // Named by the same use, and in the credit's transaction (an
+        // outbox): a replayed activation is cancelled whole, so the user
+        // hears of each use once.
+        let notification = Notification::new(
+            NotificationId::promo_bonus(user.id, code, uses + 1),
+            user.id,
+            Message::PromoBonus {
+                code: code.as_str().to_owned(),
+                tokens,
+            },
+            self.now(),
+        );
         // A user registered in this same transaction has bought nothing, and
         // one transaction may not touch the profile twice.
         let registering = extra_touches_profile;
@@ -210,13 +232,18 @@ impl Store {
             .reference(format!("promo:{}", code.as_str()))
             .description(format!("promo code {}", code.as_str()));
         request.extra = items;
+        request.extra.push(self.notification_item(&notification)?);
         request.extra.extend(extra);
         match self.apply(request).await {
+            Ok(applied) => Ok(PromoActivation {
+                applied,
+                notification: notification.id,
+            }),
             Err(StoreError::ExtraConditionFailed { index, item }) => match slots.rejection(index, item.map(|i| *i))? {
                 Some(rejection) => Err(rejection.into()),
                 None => Err(StoreError::ExtraConditionFailed { index, item: None }),
             },
-            other => other,
+            Err(err) => Err(err),
         }
     }
 
