@@ -27,6 +27,7 @@ fn config(user_rate: u32) -> SpendConfig {
     SpendConfig {
         user_rate: RatePerSecond::new(user_rate).unwrap(),
         key_cache_ttl: Duration::from_secs(30),
+        low_balance_threshold: None,
     }
 }
 
@@ -1041,4 +1042,61 @@ async fn a_store_failure_is_retryable_and_the_retry_completes_once() {
     assert_eq!(again.body, retried.body);
     assert_eq!(client.balance(61).await, (90, 0));
     assert_audit_ok(&store, 61).await;
+}
+
+#[tokio::test]
+async fn crossing_the_low_balance_threshold_tells_the_user_once() {
+    use tokenbill::domain::notification::{Message, NotificationId};
+    let store = fresh_store().await;
+    funded_user(&store, 71, 100).await;
+    let api = SpendApi::new(
+        store.clone(),
+        SpendConfig {
+            low_balance_threshold: Some(tokens(50)),
+            ..config(50)
+        },
+    );
+    let client = Client {
+        api: &api,
+        key: service_key(&store, &[Scope::Spend, Scope::Read], 100).await,
+    };
+    let alert_of = |answer: &Answer| {
+        let tx = answer.body["transaction_id"].as_str().unwrap().parse().unwrap();
+        NotificationId::low_balance(tx)
+    };
+    let above = client
+        .post("/v1/spend", "a", json!({"user_id": 71, "tokens": 30}))
+        .await;
+    assert_eq!(above.body["balance_after"], 70);
+    assert!(
+        store.notification(&alert_of(&above)).await.unwrap().is_none(),
+        "still above"
+    );
+
+    let crossing = client
+        .post("/v1/spend", "b", json!({"user_id": 71, "tokens": 30}))
+        .await;
+    assert_eq!(crossing.body["balance_after"], 40);
+    let alert = store
+        .notification(&alert_of(&crossing))
+        .await
+        .unwrap()
+        .expect("an alert");
+    assert_eq!(alert.user, user(71));
+    assert_eq!(alert.message, Message::LowBalance { threshold: tokens(50) });
+
+    // A replay is the same spend: no second alert; below already: none either.
+    let replay = client
+        .post("/v1/spend", "b", json!({"user_id": 71, "tokens": 30}))
+        .await;
+    assert_eq!(replay.body, crossing.body);
+    let below = client
+        .post("/v1/spend", "c", json!({"user_id": 71, "tokens": 10}))
+        .await;
+    assert!(store.notification(&alert_of(&below)).await.unwrap().is_none());
+    let undelivered = store
+        .undelivered_notifications(chrono::Utc::now() + chrono::Duration::hours(1), 100)
+        .await
+        .unwrap();
+    assert_eq!(undelivered.len(), 1, "one alert in the outbox: {undelivered:?}");
 }

@@ -25,8 +25,10 @@ use http::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use tokenbill::Store;
 use tokenbill::domain::ledger::{DebitKind, LedgerEntry};
+use tokenbill::domain::notification::{Message, Notification, NotificationId};
 use tokenbill::domain::service_key::{RatePerSecond, RateWindow, Scope, SecretKey, ServiceKey};
-use tokenbill::domain::{DomainError, UserId};
+use tokenbill::domain::{DomainError, Tokens, UserId};
+use tokenbill::queue::NotificationQueue;
 use tokenbill::store::{Applied, BalanceRequest, RateSlot, StoreError};
 
 use cache::{BalanceCache, KeyCache};
@@ -44,14 +46,19 @@ pub struct SpendConfig {
     /// How long a warm instance trusts a key lookup: the longest a revoked
     /// key keeps working.
     pub key_cache_ttl: Duration,
+    /// A spend or hold that takes the available balance from at least this
+    /// to below it tells the user (`None`: never).
+    pub low_balance_threshold: Option<Tokens>,
 }
 
 impl SpendConfig {
     pub const DEFAULT_USER_RATE: u32 = 20;
     pub const DEFAULT_KEY_CACHE_SECONDS: u64 = 30;
+    pub const DEFAULT_LOW_BALANCE_THRESHOLD: u64 = 100;
 
-    /// `SPEND_USER_RATE` (writes per user per second) and
-    /// `SERVICE_KEY_CACHE_SECONDS`.
+    /// `SPEND_USER_RATE` (writes per user per second),
+    /// `SERVICE_KEY_CACHE_SECONDS` and `LOW_BALANCE_THRESHOLD` (tokens; 0
+    /// turns the alert off).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let user_rate = match lookup("SPEND_USER_RATE").filter(|v| !v.trim().is_empty()) {
             Some(text) => text.parse().map_err(|e| format!("SPEND_USER_RATE: {e}"))?,
@@ -64,15 +71,29 @@ impl SpendConfig {
                 .map_err(|_| format!("SERVICE_KEY_CACHE_SECONDS: {text:?} is not a number of seconds"))?,
             None => Self::DEFAULT_KEY_CACHE_SECONDS,
         };
+        let threshold = match lookup("LOW_BALANCE_THRESHOLD").filter(|v| !v.trim().is_empty()) {
+            Some(text) => text
+                .trim()
+                .parse()
+                .map_err(|_| format!("LOW_BALANCE_THRESHOLD: {text:?} is not a number of tokens"))?,
+            None => Self::DEFAULT_LOW_BALANCE_THRESHOLD,
+        };
         Ok(Self {
             user_rate,
             key_cache_ttl: Duration::from_secs(seconds),
+            low_balance_threshold: (threshold > 0)
+                .then(|| Tokens::new(threshold))
+                .transpose()
+                .map_err(|e| format!("LOW_BALANCE_THRESHOLD: {e}"))?,
         })
     }
 }
 
 pub struct SpendApi {
     store: Store,
+    /// Where low-balance alerts are published at once; without it the
+    /// sweep publishes them from the outbox.
+    queue: Option<NotificationQueue>,
     config: SpendConfig,
     keys: KeyCache,
     balances: BalanceCache,
@@ -111,8 +132,14 @@ impl SpendApi {
             keys: KeyCache::new(config.key_cache_ttl),
             balances: BalanceCache::default(),
             store,
+            queue: None,
             config,
         }
+    }
+
+    pub fn with_queue(mut self, queue: NotificationQueue) -> Self {
+        self.queue = Some(queue);
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -340,7 +367,7 @@ impl SpendApi {
         }
     }
 
-    async fn available(&self, user: UserId) -> Result<tokenbill::domain::Tokens, ApiError> {
+    async fn available(&self, user: UserId) -> Result<Tokens, ApiError> {
         let (balance, _) = self
             .store
             .balance(user)
@@ -380,6 +407,9 @@ impl SpendApi {
                     Some(available) => self.balances.put(user, available),
                     None => self.balances.forget(user),
                 }
+                if guards.user_must_exist && !applied.replayed {
+                    self.alert_low_balance(&applied.receipt).await;
+                }
                 Ok(applied)
             }
             Err(StoreError::ExtraConditionFailed { index, .. }) => Err(refusals
@@ -391,6 +421,37 @@ impl SpendApi {
                 Err(DomainError::InsufficientTokens { available, requested }.into())
             }
             Err(err) => Err(ApiError::from_store(err, "user_not_found")),
+        }
+    }
+
+    /// Tells the user when this spend or hold took their balance below the
+    /// threshold. Advisory, so it costs nothing on the common path: only
+    /// the crossing write adds the outbox item (one `PutItem`, id from the
+    /// entry, so never twice) and its publish. A crash in between loses the
+    /// alert, never tokens; a write whose balance after is unknown (see
+    /// `BalanceCache`) sends none.
+    async fn alert_low_balance(&self, receipt: &tokenbill::store::Receipt) {
+        let (Some(threshold), Some(after)) = (self.config.low_balance_threshold, receipt.balance_after) else {
+            return;
+        };
+        let before = after.checked_add(receipt.amount).unwrap_or(after);
+        if !(after < threshold && before >= threshold) {
+            return;
+        }
+        let id = NotificationId::low_balance(receipt.tx_id);
+        let notification = Notification::new(
+            id.clone(),
+            receipt.tx_id.user,
+            Message::LowBalance { threshold },
+            self.store.now(),
+        );
+        match self.store.add_notification(&notification).await {
+            Ok(_) => {
+                if let Some(queue) = &self.queue {
+                    queue.publish_or_log(&[id]).await;
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, user = %receipt.tx_id.user, "low-balance alert not recorded"),
         }
     }
 

@@ -221,7 +221,8 @@ pub async fn local_app(
     let spend = SpendApi::new(
         store.clone(),
         SpendConfig::from_lookup(|name| std::env::var(name).ok())?,
-    );
+    )
+    .with_queue(queue.clone());
     Ok(LocalApp {
         state: AppState {
             store,

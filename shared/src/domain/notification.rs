@@ -47,6 +47,11 @@ impl NotificationId {
         Self(format!("promo:{user}:{}:{use_number}", code.as_str()))
     }
 
+    /// The balance of `user` fell below the threshold with entry `tx`.
+    pub fn low_balance(tx: super::TxId) -> Self {
+        Self(format!("low:{}:{}", tx.user, tx.sortable()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
