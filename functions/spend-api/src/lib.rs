@@ -207,13 +207,14 @@ impl SpendApi {
         match route {
             Route::Spend => {
                 let body = Body::parse(body, &["user_id", "tokens", "description", "metadata"])?;
-                let user = body.user_id()?;
-                let mut request = BalanceRequest::debit(user, DebitKind::Spend, body.tokens()?, idempotency)
-                    .fingerprinted(&body.fingerprint)
-                    .reference(reference);
-                request.description = body.text("description")?;
-                request.metadata = body.metadata()?;
-                let applied = self.write(&key, request, Guards { user_must_exist: true }).await?;
+                let request = BalanceRequest::debit(body.user_id()?, DebitKind::Spend, body.tokens()?, idempotency);
+                let applied = self
+                    .write(
+                        &key,
+                        body.annotate(request, &reference)?,
+                        Guards { user_must_exist: true },
+                    )
+                    .await?;
                 Ok(answer(&applied, |r| {
                     json!({
                         "transaction_id": r.tx_id,
@@ -225,13 +226,14 @@ impl SpendApi {
             }
             Route::Hold => {
                 let body = Body::parse(body, &["user_id", "tokens", "ttl_seconds", "description", "metadata"])?;
-                let user = body.user_id()?;
-                let mut request = BalanceRequest::hold(user, body.tokens()?, body.ttl_seconds()?, idempotency)
-                    .fingerprinted(&body.fingerprint)
-                    .reference(reference);
-                request.description = body.text("description")?;
-                request.metadata = body.metadata()?;
-                let applied = self.write(&key, request, Guards { user_must_exist: true }).await?;
+                let request = BalanceRequest::hold(body.user_id()?, body.tokens()?, body.ttl_seconds()?, idempotency);
+                let applied = self
+                    .write(
+                        &key,
+                        body.annotate(request, &reference)?,
+                        Guards { user_must_exist: true },
+                    )
+                    .await?;
                 Ok(answer(&applied, |r| {
                     json!({
                         "hold_id": r.tx_id,
@@ -245,11 +247,8 @@ impl SpendApi {
             Route::Capture(hold) => {
                 let hold = request::path_hold(hold)?;
                 let body = Body::parse(body, &["tokens", "description"])?;
-                let mut request = BalanceRequest::capture(hold, body.tokens()?, idempotency)
-                    .fingerprinted(&body.fingerprint)
-                    .reference(reference);
-                request.description = body.text("description")?;
-                let applied = self.settle(&key, request, hold).await?;
+                let request = BalanceRequest::capture(hold, body.tokens()?, idempotency);
+                let applied = self.settle(&key, body.annotate(request, &reference)?, hold).await?;
                 Ok(answer(&applied, |r| {
                     json!({
                         "transaction_id": r.tx_id,
@@ -263,10 +262,8 @@ impl SpendApi {
             Route::Release(hold) => {
                 let hold = request::path_hold(hold)?;
                 let body = Body::parse(body, &[])?;
-                let request = BalanceRequest::release(hold, idempotency)
-                    .fingerprinted(&body.fingerprint)
-                    .reference(reference);
-                let applied = self.settle(&key, request, hold).await?;
+                let request = BalanceRequest::release(hold, idempotency);
+                let applied = self.settle(&key, body.annotate(request, &reference)?, hold).await?;
                 Ok(answer(&applied, |r| {
                     json!({
                         "transaction_id": r.tx_id,
@@ -280,12 +277,13 @@ impl SpendApi {
             Route::Refund => {
                 let body = Body::parse(body, &["transaction_id", "tokens", "reason"])?;
                 let original = body.transaction_id()?;
-                let mut request = BalanceRequest::refund(original, body.tokens()?, idempotency)
-                    .fingerprinted(&body.fingerprint)
-                    .reference(reference);
-                request.description = body.text("reason")?;
+                let request = BalanceRequest::refund(original, body.tokens()?, idempotency);
                 let applied = self
-                    .write(&key, request, Guards { user_must_exist: false })
+                    .write(
+                        &key,
+                        body.annotate(request, &reference)?,
+                        Guards { user_must_exist: false },
+                    )
                     .await
                     .map_err(|e| not_found_as(e, "transaction_not_found"))?;
                 Ok(answer(&applied, |r| {

@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tokenbill::domain::{IdempotencyKey, Tokens, TxId, UserId};
+use tokenbill::store::BalanceRequest;
 
 use crate::error::ApiError;
 
@@ -47,6 +48,19 @@ impl Body {
         let canonical = serde_json::to_string(&fields).unwrap_or_default();
         let fingerprint = hex::encode(&Sha256::digest(canonical.as_bytes())[..12]);
         Ok(Self { fields, fingerprint })
+    }
+
+    /// Completes a balance request with what every write carries: the body's
+    /// fingerprint, the calling key, and the optional text and metadata the
+    /// route allows (unknown fields were refused at parse).
+    pub fn annotate(&self, request: BalanceRequest, reference: &str) -> Result<BalanceRequest, ApiError> {
+        let mut request = request.fingerprinted(&self.fingerprint).reference(reference);
+        request.description = match self.text("description")? {
+            Some(text) => Some(text),
+            None => self.text("reason")?,
+        };
+        request.metadata = self.metadata()?;
+        Ok(request)
     }
 
     fn required(&self, name: &'static str) -> Result<&Value, ApiError> {

@@ -2,7 +2,7 @@
 //! touches them (a capture, a balance read, a spend that came up short)
 //! and, for the ones nobody touches, in the periodic sweep.
 
-use super::item::{n, parse, s};
+use super::item::{parse, s};
 use super::keys;
 use super::{BalanceRequest, Store, StoreError};
 use crate::domain::ledger::{Hold, HoldStatus};
@@ -45,31 +45,17 @@ impl Store {
     /// Up to `limit` active holds whose time ran out, from the sparse `due`
     /// index (its shards read in turn).
     pub async fn expired_holds(&self, limit: i32) -> Result<Vec<TxId>, StoreError> {
-        let now = self.now().timestamp();
+        let now = self.now();
         let mut found = Vec::new();
         for shard in 0..keys::HOLD_EXPIRY_SHARDS {
             let left = limit - found.len() as i32;
             if left <= 0 {
                 break;
             }
-            let output = self
-                .client
-                .query()
-                .table_name(self.table())
-                .index_name(keys::DUE_INDEX)
-                .key_condition_expression("#due_pk = :due_pk AND #due_at <= :now")
-                .expression_attribute_names("#due_pk", keys::DUE_PK)
-                .expression_attribute_names("#due_at", keys::DUE_AT)
-                .expression_attribute_values(":due_pk", s(keys::hold_expiry_partition(shard)))
-                .expression_attribute_values(":now", n(now))
-                .limit(left)
-                .send()
-                .await
-                .map_err(|e| StoreError::from_sdk("Query", e))?;
-            for item in output.items.unwrap_or_default() {
-                let hold: Hold = parse("hold", item)?;
-                found.push(hold.hold_id);
-            }
+            let holds: Vec<Hold> = self
+                .due_items(&keys::hold_expiry_partition(shard), now, left, "hold")
+                .await?;
+            found.extend(holds.into_iter().map(|hold| hold.hold_id));
         }
         Ok(found)
     }

@@ -490,26 +490,8 @@ impl Store {
 
     /// Pending invoices whose expiry has passed (from the sparse `due` index).
     pub async fn expired_pending_invoices(&self, now: DateTime<Utc>, limit: i32) -> Result<Vec<InvoiceId>, StoreError> {
-        let output = self
-            .client
-            .query()
-            .table_name(self.table())
-            .index_name(keys::DUE_INDEX)
-            .key_condition_expression("#due = :due AND #at <= :now")
-            .expression_attribute_names("#due", keys::DUE_PK)
-            .expression_attribute_names("#at", keys::DUE_AT)
-            .expression_attribute_values(":due", s(keys::INVOICE_EXPIRY_DUE))
-            .expression_attribute_values(":now", n(now.timestamp()))
-            .limit(limit.clamp(1, 1000))
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk("Query", e))?;
-        output
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|item| parse::<Invoice>("invoice", item).map(|invoice| invoice.id))
-            .collect()
+        let invoices: Vec<Invoice> = self.due_items(keys::INVOICE_EXPIRY_DUE, now, limit, "invoice").await?;
+        Ok(invoices.into_iter().map(|invoice| invoice.id).collect())
     }
 
     /// The next value of a named counter, never above `max`.

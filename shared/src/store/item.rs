@@ -133,4 +133,53 @@ impl super::Store {
             }
         }
     }
+
+    /// Every item of one `gsi1` partition (a list such as all promo codes),
+    /// in sort key order.
+    pub(crate) async fn gsi1_list<T: DeserializeOwned>(&self, partition: &str, entity: &str) -> Result<Vec<T>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(self.table())
+            .index_name(super::keys::GSI1)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", super::keys::GSI1_PK)
+            .expression_attribute_values(":pk", s(partition));
+        self.query_all(query)
+            .await?
+            .into_iter()
+            .map(|item| parse(entity, item))
+            .collect()
+    }
+
+    /// Up to `limit` items of one partition of the sparse `due` index whose
+    /// time (`due_at`, epoch seconds) is at or before `now`, soonest first.
+    pub(crate) async fn due_items<T: DeserializeOwned>(
+        &self,
+        partition: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: i32,
+        entity: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(self.table())
+            .index_name(super::keys::DUE_INDEX)
+            .key_condition_expression("#due = :due AND #at <= :now")
+            .expression_attribute_names("#due", super::keys::DUE_PK)
+            .expression_attribute_names("#at", super::keys::DUE_AT)
+            .expression_attribute_values(":due", s(partition))
+            .expression_attribute_values(":now", n(now.timestamp()))
+            .limit(limit.clamp(1, 1000))
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk("Query", e))?;
+        output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| parse(entity, item))
+            .collect()
+    }
 }

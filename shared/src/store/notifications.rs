@@ -186,25 +186,7 @@ impl Store {
         now: DateTime<Utc>,
         limit: i32,
     ) -> Result<Vec<NotificationId>, StoreError> {
-        let output = self
-            .client
-            .query()
-            .table_name(self.table())
-            .index_name(keys::DUE_INDEX)
-            .key_condition_expression("#due = :due AND #at <= :now")
-            .expression_attribute_names("#due", keys::DUE_PK)
-            .expression_attribute_names("#at", keys::DUE_AT)
-            .expression_attribute_values(":due", s(keys::OUTBOX_DUE))
-            .expression_attribute_values(":now", n(now.timestamp()))
-            .limit(limit.clamp(1, 1000))
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk("Query", e))?;
-        output
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|item| parse::<Notification>("notification", item).map(|n| n.id))
-            .collect()
+        let notifications: Vec<Notification> = self.due_items(keys::OUTBOX_DUE, now, limit, "notification").await?;
+        Ok(notifications.into_iter().map(|notification| notification.id).collect())
     }
 }

@@ -110,19 +110,7 @@ impl Store {
 
     /// Every code, in code order.
     pub async fn promos(&self) -> Result<Vec<PromoCode>, StoreError> {
-        let query = self
-            .client
-            .query()
-            .table_name(self.table())
-            .index_name(keys::GSI1)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", keys::GSI1_PK)
-            .expression_attribute_values(":pk", s(keys::PROMO_LIST));
-        self.query_all(query)
-            .await?
-            .into_iter()
-            .map(|item| parse("promo code", item))
-            .collect()
+        self.gsi1_list(keys::PROMO_LIST, "promo code").await
     }
 
     pub async fn set_promo_active(&self, code: &PromoCodeText, active: bool) -> Result<(), StoreError> {

@@ -3,7 +3,7 @@
 use aws_sdk_dynamodb::types::{ConditionCheck, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 
-use super::item::{n, parse, record, s};
+use super::item::{n, record, s};
 use super::keys::{self, Key};
 use super::{Store, StoreError};
 use crate::domain::UserId;
@@ -85,19 +85,7 @@ impl Store {
 
     /// Every key, ordered by id.
     pub async fn service_keys(&self) -> Result<Vec<ServiceKey>, StoreError> {
-        let query = self
-            .client
-            .query()
-            .table_name(self.table())
-            .index_name(keys::GSI1)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", keys::GSI1_PK)
-            .expression_attribute_values(":pk", s(keys::SERVICE_KEY_LIST));
-        self.query_all(query)
-            .await?
-            .into_iter()
-            .map(|item| parse("service key", item))
-            .collect()
+        self.gsi1_list(keys::SERVICE_KEY_LIST, "service key").await
     }
 
     /// Marks key `id` revoked; the spend API refuses it once its cached
