@@ -486,6 +486,27 @@ async fn refunds_never_exceed_what_was_spent() {
         (unknown.status, unknown.code()),
         (StatusCode::NOT_FOUND, "transaction_not_found")
     );
+
+    // Another service cannot refund this service's spends.
+    let stranger = Client {
+        api: &api,
+        key: service_key(&store, &[Scope::Spend, Scope::Read], 100).await,
+    };
+    let spend = client
+        .post("/v1/spend", "s2", json!({"user_id": 31, "tokens": 10}))
+        .await;
+    let foreign = stranger
+        .post(
+            "/v1/refunds",
+            "f1",
+            json!({"transaction_id": spend.body["transaction_id"], "tokens": 1}),
+        )
+        .await;
+    assert_eq!(
+        (foreign.status, foreign.code()),
+        (StatusCode::NOT_FOUND, "transaction_not_found")
+    );
+    assert_eq!(client.balance(31).await, (90, 0));
     assert_audit_ok(&store, 31).await;
 }
 

@@ -277,6 +277,19 @@ impl SpendApi {
             Route::Refund => {
                 let body = Body::parse(body, &["transaction_id", "tokens", "reason"])?;
                 let original = body.transaction_id()?;
+                // A service refunds only what it spent itself: another
+                // service's transactions do not exist for it.
+                let entry = self
+                    .store
+                    .ledger_entry(original)
+                    .await
+                    .map_err(|e| ApiError::from_store(e, "transaction_not_found"))?;
+                if entry.is_none_or(|entry| entry.reference.as_deref() != Some(reference.as_str())) {
+                    return Err(ApiError::not_found(
+                        "transaction_not_found",
+                        format!("transaction {original} not found"),
+                    ));
+                }
                 let request = BalanceRequest::refund(original, body.tokens()?, idempotency);
                 let applied = self
                     .write(

@@ -50,6 +50,11 @@ impl Store {
         Ok(LedgerPage { entries, next })
     }
 
+    /// One entry, by its id.
+    pub async fn ledger_entry(&self, tx: TxId) -> Result<Option<LedgerEntry>, StoreError> {
+        self.get_record(&keys::ledger_entry(tx), "ledger entry", true).await
+    }
+
     /// Every entry of the user, oldest first (consistent reads).
     pub async fn ledger_entries(&self, user: UserId) -> Result<Vec<LedgerEntry>, StoreError> {
         let query = self
