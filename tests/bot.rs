@@ -953,13 +953,23 @@ async fn a_stars_subscription_is_sold_by_invoice_link_and_its_first_payment_cred
         "saved for renewals"
     );
 
-    // Telegram's renewal a month later pays no invoice of ours (renewals
-    // belong to the subscriptions' flow): acknowledged, nothing credited.
-    let renewal = subscription_payment(200, 23, &payload, "sub-charge-2", false, expires + 2_592_000);
-    assert_eq!(h.post(&renewal).await.0, 200);
-    assert_eq!(h.store.balance(user(23)).await.unwrap().0.available, tokens(3000));
+    let subscription = h.store.subscription(user(23)).await.unwrap().unwrap();
+    assert_eq!((subscription.period, subscription.auto_renew), (1, true));
+
+    // Telegram's renewal a month later names the first invoice: it gets an
+    // invoice of its own and grants the next period once, however often
+    // it is delivered (tests/subscriptions.rs follows the whole lifecycle).
+    for update_id in [200, 200, 201] {
+        let renewal = subscription_payment(update_id, 23, &payload, "sub-charge-2", false, expires + 2_592_000);
+        assert_eq!(h.post(&renewal).await.0, 200);
+    }
+    assert_eq!(h.store.balance(user(23)).await.unwrap().0.available, tokens(6000));
+    assert!(h.store.audit(user(23)).await.unwrap().is_ok());
     assert_eq!(
         h.store.invoice(&id).await.unwrap().unwrap().provider_ref.as_deref(),
         Some("sub-charge-1")
     );
+    let renewed = h.store.subscription(user(23)).await.unwrap().unwrap();
+    assert_eq!(renewed.period, 2);
+    assert_eq!(renewed.period_end, subscription.period_end + chrono::Duration::days(30));
 }

@@ -391,25 +391,26 @@ async fn the_sweep_expires_unpaid_invoices_and_publishes_what_never_reached_the_
     // Paid, but the process died before publishing.
     store.pay_invoice(&paid.id, None).await.unwrap();
     assert_eq!(
-        sweep(&store, &shop.queue).await.unwrap(),
+        sweep(&store, &shop.queue, &Renewals::default()).await.unwrap(),
         SweepReport::default(),
         "nothing due yet"
     );
 
     clock.advance(tokenbill::store::REPUBLISH_AFTER + chrono::Duration::seconds(1));
-    let report = sweep(&store, &shop.queue).await.unwrap();
+    let report = sweep(&store, &shop.queue, &Renewals::default()).await.unwrap();
     assert_eq!(report.notifications_republished, 1);
     assert_eq!(report.invoices_expired, 0, "the unpaid one has an hour");
     assert_eq!(shop.deliver().await.len(), 1);
 
     clock.advance(chrono::Duration::hours(1));
-    let report = sweep(&store, &shop.queue).await.unwrap();
+    let report = sweep(&store, &shop.queue, &Renewals::default()).await.unwrap();
     assert_eq!(
         report,
         SweepReport {
             invoices_expired: 1,
             holds_released: 0,
             notifications_republished: 0,
+            ..SweepReport::default()
         },
         "delivered notifications leave the outbox"
     );
@@ -419,7 +420,7 @@ async fn the_sweep_expires_unpaid_invoices_and_publishes_what_never_reached_the_
     ];
     assert_eq!(statuses, [InvoiceStatus::Paid, InvoiceStatus::Expired]);
     assert_eq!(
-        sweep(&store, &shop.queue).await.unwrap(),
+        sweep(&store, &shop.queue, &Renewals::default()).await.unwrap(),
         SweepReport::default(),
         "repeatable"
     );

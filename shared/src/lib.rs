@@ -13,6 +13,7 @@ pub mod clock;
 pub mod domain;
 pub mod payments;
 pub mod queue;
+pub mod renewal;
 pub mod resources;
 pub mod secrets;
 pub mod store;

@@ -3,7 +3,9 @@
 //! instances at once (each write is conditional), so a sweep that fails
 //! halfway is simply run again by the next tick.
 
+use crate::payments::Renewals;
 use crate::queue::{NotificationQueue, republish_undelivered};
+use crate::renewal::{RenewalReport, renew_due};
 use crate::store::{Store, StoreError};
 
 /// Invoices closed per sweep at most; the rest wait for the next tick.
@@ -22,14 +24,24 @@ pub struct SweepReport {
     /// Outbox notifications published again (never reached the queue, or
     /// their sender died).
     pub notifications_republished: usize,
+    /// Subscriptions advanced: reminders, renewal charges, dunning, expiry.
+    pub renewals: RenewalReport,
 }
 
 /// Runs every step. A failing item is logged and skipped (the others go
 /// on) and the sweep then reports the first failure, so the function's
 /// error alarm sees it; the next tick retries it.
-pub async fn sweep(store: &Store, queue: &NotificationQueue) -> Result<SweepReport, StoreError> {
+/// `renewals` charges subscriptions again (the providers this deployment
+/// configures).
+pub async fn sweep(store: &Store, queue: &NotificationQueue, renewals: &Renewals) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
     let mut first_failure = None;
+    match renew_due(store, renewals, Some(queue)).await {
+        Ok(renewed) => report.renewals = renewed,
+        Err(err) => {
+            first_failure.get_or_insert(err);
+        }
+    }
     for id in store.expired_pending_invoices(store.now(), INVOICES_PER_SWEEP).await? {
         // One invoice that fails must not hold back the others.
         match store.expire_invoice(&id).await {

@@ -3,16 +3,29 @@
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use tokenbill::Store;
+use tokenbill::payments::Renewals;
 use tokenbill::queue::NotificationQueue;
+
+/// The secrets renewal charges need (see [`tokenbill::secrets`]).
+const SECRETS: [&str; 3] = ["MOCK_PROVIDER_SECRET", "ROBOKASSA_PASSWORD1", "ROBOKASSA_PASSWORD2"];
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tokenbill::telemetry::init(true);
     let sdk = tokenbill::aws::sdk_config().await;
-    let store = &Store::new(aws_sdk_dynamodb::Client::new(&sdk), tokenbill::aws::table_name());
+    let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), tokenbill::aws::table_name());
     let queue = &NotificationQueue::from_env(aws_sdk_sqs::Client::new(&sdk))?;
+    let secrets = tokenbill::secrets::load(&sdk, &SECRETS).await?;
+    // A provider without its settings is not charged: its subscriptions
+    // are reminded and expire like ones without a way to pay.
+    let renewals = &Renewals::from_lookup(
+        |name| secrets.get(name).cloned().or_else(|| std::env::var(name).ok()),
+        &store,
+        reqwest::Client::new(),
+    )?;
+    let store = &store;
     lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| async move {
-        let report = tokenbill::sweep::sweep(store, queue).await?;
+        let report = tokenbill::sweep::sweep(store, queue, renewals).await?;
         tracing::info!(?report, "sweep done");
         Ok::<_, Error>(serde_json::to_value(report)?)
     }))

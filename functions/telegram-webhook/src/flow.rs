@@ -797,21 +797,21 @@ impl Webhook {
         let Some(payment) = message.successful_payment() else {
             return Ok(Vec::new());
         };
-        if stars::is_renewal(payment) {
-            // Telegram charged a later period of a subscription by itself:
-            // it pays no invoice of ours (the payload names the first one).
-            // Extending the subscription belongs to the renewal flow, not
-            // built yet; keep the evidence.
-            tracing::warn!(payload = %payment.invoice_payload, charge = %payment.telegram_payment_charge_id.0,
-                expires = ?payment.subscription_expiration_date, "Stars subscription renewal not handled yet");
-            return Ok(Vec::new());
-        }
         let proof = stars::proof(payment)?;
         let Some(invoice) = view.invoice(&proof.invoice_id)? else {
             // Money arrived for an invoice we do not know: keep the evidence.
             tracing::error!(payload = %payment.invoice_payload, charge = %payment.telegram_payment_charge_id.0,
                 "Stars payment for an unknown invoice");
             return Ok(Vec::new());
+        };
+        // Telegram charged a later period of a subscription by itself: the
+        // payload names the first invoice, so the renewal gets its own
+        // (one per charge id), whose payment grants the period and extends
+        // the subscription exactly once.
+        let (invoice, proof) = if stars::is_renewal(payment) {
+            self.store.stars_renewal_invoice(&invoice, &proof).await?
+        } else {
+            (invoice, proof)
         };
         let extra = if invoice.status == InvoiceStatus::Paid {
             Vec::new()

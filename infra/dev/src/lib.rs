@@ -22,6 +22,7 @@ use serde_json::json;
 use spend_api::{SpendApi, SpendConfig};
 use telegram_webhook::Webhook;
 use tokenbill::domain::tariff::Tariff;
+use tokenbill::payments::Renewals;
 use tokenbill::queue::NotificationQueue;
 use tokenbill::resources;
 use tokenbill::store::{Store, StoreError};
@@ -159,6 +160,8 @@ pub struct LocalApp {
     pub robokassa: Option<fake_robokassa::FakeRobokassa>,
     pub notifier: Arc<Notifier>,
     pub queue: NotificationQueue,
+    /// What the sweep charges renewals with.
+    pub renewals: Renewals,
 }
 
 /// Builds every function for local use, on queues named with `queue_prefix`
@@ -216,6 +219,9 @@ pub async fn local_app(
         .ok_or("no notification queue")?;
     let queue = NotificationQueue::new(sqs.clone(), queue_url.clone());
     let payments = PaymentWebhook::new(store.clone(), queue.clone(), PaymentConfig::from_lookup(lookup)?);
+    // The sweep charges renewals through the same providers the server
+    // runs (the mock's recurring API on this server, the fake Robokassa).
+    let renewals = Renewals::from_lookup(lookup, &store, reqwest::Client::new())?;
     let notifier = Notifier::new(store.clone(), bot.clone(), sqs, queue_url);
     let webhook = Webhook::new(store.clone(), bot, config).with_queue(queue.clone());
     let spend = SpendApi::new(
@@ -234,6 +240,7 @@ pub async fn local_app(
         robokassa,
         notifier: Arc::new(notifier),
         queue,
+        renewals,
     })
 }
 
@@ -253,12 +260,12 @@ impl LocalApp {
                 }
             }
         });
-        let (store, queue) = (self.state.store.clone(), self.queue.clone());
+        let (store, queue, renewals) = (self.state.store.clone(), self.queue.clone(), self.renewals.clone());
         let sweeper = tokio::spawn(async move {
             let mut every = tokio::time::interval(OUTBOX_SWEEP_EVERY);
             loop {
                 every.tick().await;
-                match tokenbill::sweep::sweep(&store, &queue).await {
+                match tokenbill::sweep::sweep(&store, &queue, &renewals).await {
                     Ok(report) if report != tokenbill::sweep::SweepReport::default() => {
                         tracing::info!(?report, "sweep done");
                     }

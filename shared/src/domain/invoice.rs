@@ -165,6 +165,10 @@ pub struct Invoice {
     /// (saved in the payment transaction; subscriptions take it from here).
     #[serde(default)]
     pub renewal: Option<super::subscription::RenewalMethod>,
+    /// For a subscription tariff: the period it buys. Paying it creates or
+    /// extends the user's subscription in the payment's transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<super::subscription::PeriodPurchase>,
 }
 
 impl Invoice {
@@ -259,6 +263,7 @@ mod tests {
             provider_ref: None,
             recurring: false,
             renewal: None,
+            period: None,
         }
     }
 

@@ -52,6 +52,22 @@ impl NotificationId {
         Self(format!("low:{}:{}", tx.user, tx.sortable()))
     }
 
+    /// The reminder `days` before the end of `user`'s period `period`.
+    pub fn renewal_reminder(user: UserId, period: u32, days: i64) -> Self {
+        Self(format!("remind:{user}:{period}:{days}d"))
+    }
+
+    /// A declined (or never confirmed) renewal charge: one per renewal
+    /// invoice, which names the period and the attempt.
+    pub fn renewal_failed(invoice: &InvoiceId) -> Self {
+        Self(format!("renewal_failed:{invoice}"))
+    }
+
+    /// `user`'s subscription ended after period `period`.
+    pub fn subscription_expired(user: UserId, period: u32) -> Self {
+        Self(format!("expired:{user}:{period}"))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -96,6 +112,29 @@ pub enum Message {
     },
     LowBalance {
         threshold: Tokens,
+    },
+    /// A later period was paid (charged by the sweep, or by Telegram).
+    SubscriptionRenewed {
+        title: Localized,
+        tokens: Tokens,
+        period_end: DateTime<Utc>,
+    },
+    /// The period ends in `days` days and will not renew by itself.
+    RenewalReminder {
+        title: Localized,
+        days: i64,
+        period_end: DateTime<Utc>,
+        /// Auto-renewal is on, but there is no way to charge.
+        auto_renew: bool,
+    },
+    /// A renewal charge failed; the next attempt is at `next_attempt`.
+    RenewalFailed {
+        title: Localized,
+        next_attempt: DateTime<Utc>,
+    },
+    SubscriptionExpired {
+        title: Localized,
+        reason: super::subscription::ExpiryReason,
     },
 }
 
@@ -199,6 +238,70 @@ impl Message {
                     )
                 }
             }
+            Message::SubscriptionRenewed {
+                title,
+                tokens,
+                period_end,
+            } => {
+                let (title, until) = (escape(title.get(language)), day(period_end));
+                if ru {
+                    format!(
+                        "🔄 Подписка <b>{title}</b> продлена до {until}. Начислено {tokens} токенов. Баланс: <b>{}</b>.",
+                        balance.available
+                    )
+                } else {
+                    format!(
+                        "🔄 <b>{title}</b> renewed until {until}. {tokens} tokens added. Balance: <b>{}</b>.",
+                        balance.available
+                    )
+                }
+            }
+            Message::RenewalReminder {
+                title,
+                days,
+                period_end,
+                auto_renew,
+            } => {
+                let (title, until) = (escape(title.get(language)), day(period_end));
+                match (ru, auto_renew) {
+                    (true, false) => format!(
+                        "⏳ Подписка <b>{title}</b> закончится {until} (через {days} дн.): автопродление выключено. Включить: /subscription"
+                    ),
+                    (true, true) => format!(
+                        "⏳ Подписка <b>{title}</b> закончится {until} (через {days} дн.): продлить автоматически нечем. Купить снова: /buy"
+                    ),
+                    (false, false) => format!(
+                        "⏳ <b>{title}</b> ends on {until} (in {days} days): auto-renewal is off. Turn it on: /subscription"
+                    ),
+                    (false, true) => format!(
+                        "⏳ <b>{title}</b> ends on {until} (in {days} days) and cannot renew by itself. Buy again: /buy"
+                    ),
+                }
+            }
+            Message::RenewalFailed { title, next_attempt } => {
+                let (title, next) = (escape(title.get(language)), day(next_attempt));
+                if ru {
+                    format!("⚠️ Не удалось продлить <b>{title}</b>: платёж не прошёл. Повторим {next}.")
+                } else {
+                    format!(
+                        "⚠️ Could not renew <b>{title}</b>: the payment did not go through. We will try again on {next}."
+                    )
+                }
+            }
+            Message::SubscriptionExpired { title, reason } => {
+                use super::subscription::ExpiryReason;
+                let title = escape(title.get(language));
+                let why = match (ru, reason) {
+                    (true, ExpiryReason::PaymentFailed) => " Платёж за продление не прошёл.",
+                    (false, ExpiryReason::PaymentFailed) => " The renewal payment did not go through.",
+                    _ => "",
+                };
+                if ru {
+                    format!("⌛ Подписка <b>{title}</b> закончилась.{why} Купить снова: /buy")
+                } else {
+                    format!("⌛ <b>{title}</b> has ended.{why} Buy again: /buy")
+                }
+            }
             Message::LowBalance { threshold } => {
                 if ru {
                     format!(
@@ -214,6 +317,11 @@ impl Message {
             }
         }
     }
+}
+
+/// A date as texts show it (UTC).
+fn day(at: &DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d").to_string()
 }
 
 #[cfg(test)]

@@ -163,6 +163,46 @@ pub struct Renewals {
     pub robokassa: Option<robokassa::RobokassaRecurring>,
 }
 
+impl Renewals {
+    /// The providers configured by `lookup` (environment and secrets): the
+    /// mock's recurring API when `MOCK_PROVIDER_SECRET` is set (served
+    /// under `PUBLIC_BASE_URL`), Robokassa when `ROBOKASSA_LOGIN` is.
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+        store: &crate::store::Store,
+        http: reqwest::Client,
+    ) -> Result<Self, String> {
+        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let mock = match (var("MOCK_PROVIDER_SECRET"), var("PUBLIC_BASE_URL")) {
+            (Some(secret), Some(base)) => Some(mock::MockRecurring::new(
+                mock::MockProvider::new(secret)?,
+                &base,
+                http.clone(),
+            )?),
+            _ => None,
+        };
+        let robokassa = match var("ROBOKASSA_LOGIN") {
+            Some(_) => Some(robokassa::RobokassaRecurring::new(
+                robokassa::RobokassaConfig::from_lookup(&lookup).map_err(|e| format!("Robokassa: {e}"))?,
+                http,
+                store.clone(),
+            )),
+            None => None,
+        };
+        Ok(Self { mock, robokassa })
+    }
+
+    /// Whether this deployment can charge `method` again (its provider is
+    /// configured; Stars never: Telegram charges those).
+    pub fn can_charge(&self, method: &RenewalMethod) -> bool {
+        match method {
+            RenewalMethod::Mock { .. } => self.mock.is_some(),
+            RenewalMethod::Robokassa { .. } => self.robokassa.is_some(),
+            RenewalMethod::TelegramStars { .. } => false,
+        }
+    }
+}
+
 impl RecurringCharge for Renewals {
     async fn charge_again(&self, method: &RenewalMethod, invoice: &Invoice) -> Result<ChargeOutcome, ChargeError> {
         let disabled = |provider: Provider| ChargeError::NotChargeable {

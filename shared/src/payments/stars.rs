@@ -162,6 +162,7 @@ mod tests {
             provider_ref: None,
             recurring: false,
             renewal: None,
+            period: None,
         }
     }
 

@@ -7,13 +7,14 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::item::{Item, n, parse, record, s};
 use super::keys;
+use super::subscriptions::period_of;
 use super::{BalanceRequest, Receipt, Store, StoreError};
 use crate::domain::invoice::{Invoice, InvoiceEvent, InvoiceStatus, Provider};
 use crate::domain::ledger::{CreditKind, DebitKind};
 use crate::domain::notification::{Message, Notification, NotificationId};
 use crate::domain::pricing;
 use crate::domain::promo::PromoCodeText;
-use crate::domain::subscription::RenewalMethod;
+use crate::domain::subscription::{PeriodPurchase, RenewalMethod, SubscriptionRecord};
 use crate::domain::tariff::TariffKind;
 use crate::domain::{DomainError, IdempotencyKey, InvoiceId, TariffId, UserId};
 
@@ -55,19 +56,38 @@ pub struct PaymentProof {
     pub renewal: Option<RenewalMethod>,
 }
 
-/// The message a paid invoice sends its user.
-fn payment_notification(invoice: &Invoice, tokens: crate::domain::Tokens, now: DateTime<Utc>) -> Notification {
-    Notification::new(
-        NotificationId::payment(&invoice.id),
-        invoice.user,
-        Message::PaymentReceived {
+/// The message a paid invoice sends its user: a renewal says until when
+/// the subscription now runs.
+fn payment_notification(
+    invoice: &Invoice,
+    tokens: crate::domain::Tokens,
+    subscription: Option<&SubscriptionRecord>,
+    now: DateTime<Utc>,
+) -> Notification {
+    let message = match (invoice.period, subscription) {
+        (Some(period), Some(record)) if period.renewal => Message::SubscriptionRenewed {
+            title: invoice.title.clone(),
+            tokens,
+            period_end: record.subscription.period_end,
+        },
+        _ => Message::PaymentReceived {
             invoice_id: invoice.id.clone(),
             title: invoice.title.clone(),
             tokens,
             amount: invoice.amount_due,
         },
-        now,
-    )
+    };
+    Notification::new(NotificationId::payment(&invoice.id), invoice.user, message, now)
+}
+
+/// A renewal's tokens are a `renewal` entry; everything else bought is a
+/// `purchase`.
+fn credit_kind(invoice: &Invoice) -> CreditKind {
+    if invoice.period.is_some_and(|period| period.renewal) {
+        CreditKind::Renewal
+    } else {
+        CreditKind::Purchase
+    }
 }
 
 /// The outcome of a confirmed payment.
@@ -148,6 +168,13 @@ impl Store {
             // payment method, so the period can be charged again.
             recurring: matches!(tariff.kind, TariffKind::Subscription { .. }) && !quote.is_free(),
             renewal: None,
+            period: match tariff.kind {
+                TariffKind::Subscription { period_days } => Some(PeriodPurchase {
+                    period_days,
+                    renewal: false,
+                }),
+                TariffKind::TokenPack => None,
+            },
         };
         // Nothing to pay: the invoice is created paid, in the same
         // transaction that credits its tokens.
@@ -191,16 +218,31 @@ impl Store {
             let key = IdempotencyKey::new(format!("invoice:{}", invoice.id))?;
             let mut request = BalanceRequest::credit(
                 invoice.user,
-                CreditKind::Purchase,
+                credit_kind(&invoice),
                 invoice.tokens.checked_add(invoice.bonus_tokens)?,
                 key,
             )
             .reference(format!("invoice:{}", invoice.id))
             .description(invoice.title.en.clone());
+            // A free subscription starts (or extends) in the same transaction.
+            let subscription_index = match self.subscription_payment_item(&invoice).await? {
+                Some((item, _)) => {
+                    items.push(item);
+                    Some(items.len() - 1)
+                }
+                None => None,
+            };
             items.extend(extra);
             request.extra = items;
             return match self.apply(request).await {
                 Ok(_) => Ok(invoice),
+                // The subscription changed since it was read: nothing was
+                // written, and the same request again reads it anew.
+                Err(StoreError::ExtraConditionFailed { index, .. }) if Some(index) == subscription_index => {
+                    Err(StoreError::Contention {
+                        what: format!("subscription of {}", invoice.user),
+                    })
+                }
                 Err(StoreError::ExtraConditionFailed { index, item }) => {
                     let rejection = match (slots, index) {
                         (Some(slots), index) if (1..=redemption_items).contains(&index) => {
@@ -238,7 +280,7 @@ impl Store {
         self.get_record(&keys::invoice(id), "invoice", true).await
     }
 
-    async fn existing_invoice(&self, id: &InvoiceId) -> Result<Invoice, StoreError> {
+    pub(super) async fn existing_invoice(&self, id: &InvoiceId) -> Result<Invoice, StoreError> {
         self.invoice(id).await?.ok_or_else(|| StoreError::NotFound {
             what: format!("invoice {id}"),
         })
@@ -313,7 +355,7 @@ impl Store {
             };
             let key = IdempotencyKey::new(format!("invoice:{id}"))?;
             let tokens = invoice.tokens.checked_add(invoice.bonus_tokens)?;
-            let mut request = BalanceRequest::credit(invoice.user, CreditKind::Purchase, tokens, key)
+            let mut request = BalanceRequest::credit(invoice.user, credit_kind(&invoice), tokens, key)
                 .reference(format!("invoice:{id}"))
                 .description(invoice.title.en.clone());
             let mut paid = invoice.clone();
@@ -324,9 +366,23 @@ impl Store {
                 paid.renewal = renewal.clone().or(invoice.renewal.clone());
                 paid.promo_reserved = false;
                 request = request.with_item(self.put_invoice(&paid, Some(invoice.status))?);
+                // Item 1: a subscription tariff's subscription, created or
+                // extended by one period, over the revision just read.
+                let subscription = match self.subscription_payment_item(&paid).await? {
+                    Some((item, record)) => {
+                        request = request.with_item(item);
+                        Some(record)
+                    }
+                    None => None,
+                };
                 request = request.with_item(self.count_paid_invoice(invoice.user, false)?);
                 request = request.with_item(self.count_paid_invoice_today()?);
-                request = request.with_item(self.notification_item(&payment_notification(&paid, tokens, now))?);
+                request = request.with_item(self.notification_item(&payment_notification(
+                    &paid,
+                    tokens,
+                    subscription.as_ref(),
+                    now,
+                ))?);
                 if let Some(code) = &invoice.promo_code {
                     if invoice.promo_reserved {
                         request = request.with_item(self.consume_redemption(code)?);
@@ -358,8 +414,10 @@ impl Store {
                         replayed: applied.replayed,
                     });
                 }
-                // The invoice changed between the read and the write: read again.
+                // The invoice changed between the read and the write, or
+                // its subscription did (a sweep, another payment): read again.
                 Err(StoreError::ExtraConditionFailed { index: 0, .. }) => continue,
+                Err(StoreError::ExtraConditionFailed { index: 1, .. }) if period_of(&paid).is_some() => continue,
                 Err(err) => return Err(err),
             }
         }
@@ -553,7 +611,11 @@ impl Store {
 
     /// The invoice item, written only if its status is still `expected`
     /// (or, with `None`, only if it is new).
-    fn put_invoice(&self, invoice: &Invoice, expected: Option<InvoiceStatus>) -> Result<TransactWriteItem, StoreError> {
+    pub(super) fn put_invoice(
+        &self,
+        invoice: &Invoice,
+        expected: Option<InvoiceStatus>,
+    ) -> Result<TransactWriteItem, StoreError> {
         let mut item: Item = record(&keys::invoice(&invoice.id), "invoice", invoice)?;
         item.insert(keys::GSI1_PK.into(), s(keys::user_pk(invoice.user)));
         item.insert(

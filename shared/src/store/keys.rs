@@ -31,7 +31,9 @@
 //! carry, until delivered, `due_pk = OUTBOX`, `due_at = <epoch s>` (when to
 //! publish them again if no notifier has delivered them by then); active holds
 //! carry `due_pk = HOLD_EXPIRY#<shard>`, `due_at = <expiry epoch s>` (the
-//! sweep gives expired ones back); service keys carry `gsi1pk =
+//! sweep gives expired ones back); subscriptions carry, while something is
+//! due, `due_pk = SUBSCRIPTION_DUE#<user mod 8>`, `due_at = <next action
+//! epoch s>` (the renewal sweep); service keys carry `gsi1pk =
 //! SERVICE_KEYS`, `gsi1sk = <key id>` (listing, revoking by id).
 
 use std::collections::HashMap;
@@ -157,6 +159,19 @@ pub fn pending_promo(user: UserId) -> Key {
 
 pub fn subscription(user: UserId) -> Key {
     Key::new(user_pk(user), "SUBSCRIPTION")
+}
+
+/// Subscriptions spread over this many `due` partitions (by user id), so
+/// the renewal index never makes one hot partition.
+pub const SUBSCRIPTION_DUE_SHARDS: u32 = 8;
+
+/// The `due` partition of one shard of subscriptions with something due.
+pub fn subscription_due_partition(shard: u32) -> String {
+    format!("SUBSCRIPTION_DUE#{shard}")
+}
+
+pub fn subscription_due(user: UserId) -> String {
+    subscription_due_partition((user.get().unsigned_abs() % u64::from(SUBSCRIPTION_DUE_SHARDS)) as u32)
 }
 
 /// The `due` index partition of notifications not yet delivered.

@@ -31,6 +31,7 @@ pub use notifications::{NotificationClaim, REPUBLISH_AFTER};
 pub use promos::PromoActivation;
 pub use service_keys::RateSlot;
 pub use stats::DailyStats;
+pub use subscriptions::{renewal_invoice_id, stars_renewal_invoice_id};
 pub use updates::{Claim, ClaimMode, UPDATE_LEASE};
 pub use users::UserChange;
 pub use views::UserView;
