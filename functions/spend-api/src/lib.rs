@@ -194,7 +194,7 @@ impl SpendApi {
             };
         }
         if let Some(kind) = parts.headers.get(http::header::CONTENT_TYPE)
-            && !kind.to_str().unwrap_or_default().starts_with("application/json")
+            && !is_json(kind)
         {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -277,19 +277,7 @@ impl SpendApi {
             Route::Refund => {
                 let body = Body::parse(body, &["transaction_id", "tokens", "reason"])?;
                 let original = body.transaction_id()?;
-                // A service refunds only what it spent itself: another
-                // service's transactions do not exist for it.
-                let entry = self
-                    .store
-                    .ledger_entry(original)
-                    .await
-                    .map_err(|e| ApiError::from_store(e, "transaction_not_found"))?;
-                if entry.is_none_or(|entry| entry.reference.as_deref() != Some(reference.as_str())) {
-                    return Err(ApiError::not_found(
-                        "transaction_not_found",
-                        format!("transaction {original} not found"),
-                    ));
-                }
+                self.own(original, &reference, "transaction_not_found").await?;
                 let request = BalanceRequest::refund(original, body.tokens()?, idempotency);
                 let applied = self
                     .write(
@@ -318,7 +306,7 @@ impl SpendApi {
         let presented = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer)
             .and_then(|v| SecretKey::parse(v.trim()))
             .ok_or_else(ApiError::unauthorized)?;
         let hash = presented.hash();
@@ -466,6 +454,21 @@ impl SpendApi {
         }
     }
 
+    /// A service settles and refunds only what its own key made (a hold is
+    /// its creating entry): anything else does not exist for it. One read,
+    /// on these rarer calls only.
+    async fn own(&self, tx: tokenbill::domain::TxId, reference: &str, not_found: &'static str) -> Result<(), ApiError> {
+        let entry = self
+            .store
+            .ledger_entry(tx)
+            .await
+            .map_err(|e| ApiError::from_store(e, not_found))?;
+        if entry.is_none_or(|entry| entry.reference.as_deref() != Some(reference)) {
+            return Err(ApiError::not_found(not_found, format!("{tx} not found")));
+        }
+        Ok(())
+    }
+
     /// Captures or releases a hold. One that expired is given back first,
     /// and the capture is refused (its tokens are no longer reserved).
     async fn settle(
@@ -474,6 +477,7 @@ impl SpendApi {
         request: BalanceRequest,
         hold: tokenbill::domain::TxId,
     ) -> Result<Applied, ApiError> {
+        self.own(hold, &format!("key:{}", key.id), "hold_not_found").await?;
         let result = self
             .write(key, request, Guards { user_must_exist: false })
             .await
@@ -503,7 +507,10 @@ impl SpendApi {
         if view.balance.held.get() > 0 && self.store.release_expired_holds_of(user).await.map_err(store_err)? > 0 {
             view = self.store.user_view(user, Vec::new()).await.map_err(store_err)?;
         }
-        let total = view.balance.total().map_err(ApiError::from)?;
+        // Buckets are each within bounds; a sum past them is a broken store.
+        let total = view.balance.total().map_err(|e| {
+            ApiError::from_store(StoreError::corrupt(format!("balance of {user}"), e), "user_not_found")
+        })?;
         let subscription = view.subscription.map(|s| {
             json!({
                 "status": s.status,
@@ -545,6 +552,20 @@ impl SpendApi {
     fn retry_after(&self, rate: RatePerSecond) -> u64 {
         RateWindow::for_rate(rate, self.store.now()).retry_after(self.store.now())
     }
+}
+
+/// The token of `Authorization: Bearer <token>` (the scheme is
+/// case-insensitive, RFC 9110).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
+/// `application/json`, with or without parameters, in any case.
+fn is_json(content_type: &http::HeaderValue) -> bool {
+    let text = content_type.to_str().unwrap_or_default();
+    let media = text.split(';').next().unwrap_or_default().trim();
+    media.eq_ignore_ascii_case("application/json")
 }
 
 fn route<'a>(method: &Method, segments: &[&'a str]) -> Result<Route<'a>, ApiError> {

@@ -81,9 +81,10 @@ impl fmt::Display for Scope {
 pub struct RatePerSecond(u32);
 
 impl RatePerSecond {
-    /// More than any one key needs; far past what API Gateway's stage
+    /// What [`RateWindow`] can spread without any shard item passing its
+    /// capacity (64 shards of 125/s); far past what API Gateway's stage
     /// throttling lets through anyway.
-    pub const MAX: u32 = 100_000;
+    pub const MAX: u32 = RateWindow::MAX_SHARDS * RateWindow::SHARD_CAPACITY;
 
     pub fn new(per_second: u32) -> Result<Self, DomainError> {
         if !(1..=Self::MAX).contains(&per_second) {
@@ -373,7 +374,7 @@ mod tests {
         assert!(Scope::parse_list("spend,admin").is_err());
         assert_eq!("50/s".parse::<RatePerSecond>().unwrap().get(), 50);
         assert_eq!("7".parse::<RatePerSecond>().unwrap().get(), 7);
-        for bad in ["0/s", "-1/s", "1.5/s", "100001/s", "ten/s", "5/m"] {
+        for bad in ["0/s", "-1/s", "1.5/s", "8001/s", "ten/s", "5/m"] {
             assert!(bad.parse::<RatePerSecond>().is_err(), "{bad}");
         }
     }
@@ -387,7 +388,7 @@ mod tests {
             (126, 2, 63),
             (1000, 8, 125),
             (5000, 40, 125),
-            (100_000, 64, 1563),
+            (8_000, 64, 125),
         ];
         for (rate, shards, per_shard) in cases {
             let window = RateWindow::for_rate(RatePerSecond::new(rate).unwrap(), now);
