@@ -973,3 +973,93 @@ async fn a_stars_subscription_is_sold_by_invoice_link_and_its_first_payment_cred
     assert_eq!(renewed.period, 2);
     assert_eq!(renewed.period_end, subscription.period_end + chrono::Duration::days(30));
 }
+
+#[tokio::test]
+async fn a_stars_subscriber_cancels_and_resumes_renewal_through_telegram() {
+    use tokenbill::domain::subscription::{RenewalMethod, Subscription, SubscriptionStatus};
+    use tokenbill_dev::fake_telegram::Failure;
+    let h = harness().await;
+    h.reply(&message(1, 11, "/start")).await;
+    let now = chrono::Utc::now();
+    let end = now + chrono::Duration::days(30);
+    let subscription = Subscription {
+        user: user(11),
+        tariff_id: "sub_month".parse().unwrap(),
+        status: SubscriptionStatus::Active,
+        period: 1,
+        period_start: now,
+        period_end: end,
+        period_days: 30,
+        tokens_per_period: tokens(3000),
+        auto_renew: true,
+        renewal: Some(RenewalMethod::TelegramStars {
+            charge_id: "stars-charge-1".into(),
+            expires_at: Some(end),
+        }),
+        failed_attempts: 0,
+        next_action_at: None,
+    };
+    let item = tokenbill::store::item::record(
+        &tokenbill::store::keys::subscription(user(11)),
+        "subscription",
+        &subscription,
+    )
+    .unwrap();
+    h.store
+        .client()
+        .put_item()
+        .table_name(h.store.table())
+        .set_item(Some(item))
+        .send()
+        .await
+        .unwrap();
+    let day = end.format("%Y-%m-%d").to_string();
+
+    // The screen shows the status and the next renewal date.
+    let screen = h.reply(&message(2, 11, "/subscription")).await;
+    let text = text_of(&screen);
+    assert!(text.contains("Status: active"), "{text}");
+    assert!(text.contains(&format!("Next renewal: {day}")), "{text}");
+    h.telegram.take_calls();
+
+    // Telegram is throttling: nothing changes and the update is retried.
+    h.telegram.fail_next([Failure::TooManyRequests { retry_after: 1 }]);
+    assert_eq!(h.post(&callback(3, 11, "rs:0")).await.0, 503, "retryable");
+    assert!(h.store.subscription(user(11)).await.unwrap().unwrap().auto_renew);
+    h.telegram.take_calls();
+
+    // Redelivered: Telegram cancels the renewal, then our flag follows.
+    h.reply(&callback(3, 11, "rs:0")).await;
+    let calls = h.telegram.take_calls();
+    let edits: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.method == "edituserstarsubscription")
+        .collect();
+    assert_eq!(edits.len(), 1, "{calls:?}");
+    assert_eq!(edits[0].params["user_id"], 11);
+    assert_eq!(edits[0].params["telegram_payment_charge_id"], "stars-charge-1");
+    assert_eq!(edits[0].params["is_canceled"], true);
+    assert!(!h.store.subscription(user(11)).await.unwrap().unwrap().auto_renew);
+    let off = calls.iter().find(|c| c.method == "editmessagetext").unwrap();
+    let text = off.params["text"].as_str().unwrap();
+    assert!(text.contains(&format!("It ends on {day}")), "{text}");
+    // The same update again does nothing more.
+    assert_eq!(h.post(&callback(3, 11, "rs:0")).await, (200, json!({})));
+    assert!(h.telegram.take_calls().is_empty());
+
+    // Resuming re-enables it at Telegram.
+    h.reply(&callback(4, 11, "rs:1")).await;
+    let calls = h.telegram.take_calls();
+    let edit = calls
+        .iter()
+        .find(|c| c.method == "edituserstarsubscription")
+        .unwrap_or_else(|| panic!("{calls:?}"));
+    assert_eq!(edit.params["is_canceled"], false);
+    assert!(h.store.subscription(user(11)).await.unwrap().unwrap().auto_renew);
+
+    // Telegram refusing (not retryable): the flag stays, the user is told.
+    h.telegram.fail_next([Failure::Blocked]);
+    h.reply(&callback(5, 11, "rs:0")).await;
+    assert!(h.store.subscription(user(11)).await.unwrap().unwrap().auto_renew);
+    assert_eq!(h.post(&callback(5, 11, "rs:0")).await, (200, json!({})), "done once");
+}

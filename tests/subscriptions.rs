@@ -21,10 +21,11 @@ use tokenbill::payments::mock::{CardBehaviour, MockProvider, MockRecurring};
 use tokenbill::queue::NotificationQueue;
 use tokenbill::store::{NewInvoice, PaymentProof, renewal_invoice_id};
 use tokenbill::sweep::{SweepReport, sweep};
+use tokenbill::timers::{SubscriptionTimers, at_expression, parse_at};
 use tokenbill::{ManualClock, Store};
 use tokenbill_dev::fake_telegram::FakeTelegram;
 use tokenbill_dev::poller::drain;
-use tokenbill_tests::{fresh_store, register, seed_catalog, sqs, tokens, unique_name, user};
+use tokenbill_tests::{fresh_store, fresh_timers, register, seed_catalog, sqs, tokens, unique_name, user};
 
 const MOCK_SECRET: &str = "mock-secret-for-subscriptions";
 const PERIOD: Duration = Duration::days(30);
@@ -64,8 +65,16 @@ async fn serve(payments: Arc<PaymentWebhook>, charges: Arc<AtomicUsize>) -> Stri
 }
 
 async fn world() -> World {
+    world_with(None).await
+}
+
+/// A world whose subscriptions keep one-time schedules in `timers`.
+async fn world_with(timers: Option<SubscriptionTimers>) -> World {
     let clock = ManualClock::new(Utc::now());
-    let store = fresh_store().await.with_clock(Arc::new(clock.clone()));
+    let store = fresh_store()
+        .await
+        .with_clock(Arc::new(clock.clone()))
+        .with_timers(timers);
     seed_catalog(&store).await;
     let sqs = sqs().await;
     let queues = tokenbill::resources::create_queues(&sqs, &unique_name("sq"))
@@ -510,4 +519,116 @@ async fn two_concurrent_sweeps_charge_and_grant_each_of_200_subscriptions_once()
         assert_eq!((period, period_end), (2, t0 + PERIOD * 2), "user {id}");
         assert!(audited, "user {id}");
     }
+}
+
+/// A time as a schedule holds it (`at(...)`, rounded up to the second).
+fn at_second(at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    parse_at(&at_expression(at))
+}
+
+#[tokio::test]
+async fn each_subscription_keeps_one_schedule_at_its_next_action_and_make_dev_fires_it() {
+    let timers = fresh_timers().await;
+    let w = world_with(Some(timers.clone())).await;
+    let fire = || tokenbill_dev::fire_due_timers(&w.store, &w.queue, &w.renewals);
+    // To the second a schedule fires at (its time rounded up).
+    let fire_at = |at: DateTime<Utc>| {
+        let at = at_second(at).unwrap();
+        w.clock.advance(at - w.store.now());
+        fire()
+    };
+    let t0 = w.store.now();
+    let end = t0 + PERIOD;
+    w.buy(7, CardBehaviour::Approve).await;
+    w.messages().await;
+
+    // Bought: one schedule, at the first action (the 3-day reminder),
+    // deleting itself after it fires, invoking the sweep for this user.
+    let schedule = timers
+        .client()
+        .get_schedule()
+        .group_name(timers.group())
+        .name("sub-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        schedule.schedule_expression(),
+        Some(at_expression(end - Duration::days(3)).as_str())
+    );
+    assert_eq!(
+        schedule.action_after_completion(),
+        Some(&aws_sdk_scheduler::types::ActionAfterCompletion::Delete)
+    );
+    let target = schedule.target().unwrap();
+    assert_eq!(
+        target.arn(),
+        "arn:aws:lambda:us-east-1:000000000000:function:renewal-sweep"
+    );
+    let input: serde_json::Value = serde_json::from_str(target.input().unwrap()).unwrap();
+    assert_eq!(input, serde_json::json!({ "subscription_user": 7 }));
+    assert_eq!(fire().await.unwrap(), 0, "not due yet");
+
+    // The reminder's time: the runner fires it, the sweep of that one
+    // subscription handles the reminder and moves the schedule on.
+    assert_eq!(fire_at(end - Duration::days(3)).await.unwrap(), 1);
+    let sub = w.store.subscription(user(7)).await.unwrap().unwrap();
+    assert_eq!(sub.next_action_at, Some(end - Duration::days(1)));
+    assert_eq!(
+        timers.scheduled_at(user(7)).await.unwrap(),
+        at_second(end - Duration::days(1))
+    );
+    assert_eq!(fire_at(end - Duration::days(1)).await.unwrap(), 1);
+    assert_eq!(timers.scheduled_at(user(7)).await.unwrap(), at_second(end));
+
+    // The period's end, fired: charged and renewed once; the schedule
+    // moves to the next period's reminder.
+    assert_eq!(fire_at(end).await.unwrap(), 1);
+    assert_eq!(w.charges.load(Ordering::SeqCst), 1);
+    let sub = w.store.subscription(user(7)).await.unwrap().unwrap();
+    assert_eq!((sub.period, sub.period_end), (2, end + PERIOD));
+    assert_eq!(
+        timers.scheduled_at(user(7)).await.unwrap(),
+        at_second(end + PERIOD - Duration::days(3))
+    );
+    assert_eq!(fire().await.unwrap(), 0, "fired once");
+    assert_eq!(w.entries(7, EntryKind::Renewal).await, vec![3000]);
+    let messages = w.messages().await;
+    assert_eq!(
+        (has(&messages, "renewed until"), messages.len()),
+        (1, 1),
+        "{messages:?}"
+    );
+
+    // Cancelled and past its end (the rate sweep this time): expired, and
+    // the schedule is gone.
+    w.set_auto_renew(7, false).await;
+    let report = w.sweep_at(end + PERIOD).await;
+    assert_eq!(report.renewals.expired, 1);
+    assert_eq!(timers.scheduled_at(user(7)).await.unwrap(), None);
+    assert_eq!(fire().await.unwrap(), 0);
+    w.audited(7).await;
+}
+
+#[tokio::test]
+async fn a_schedule_that_cannot_be_set_never_fails_the_purchase() {
+    // A group that does not exist: every schedule call fails.
+    let broken = SubscriptionTimers::new(
+        tokenbill_tests::scheduler().await,
+        unique_name("missing"),
+        "arn:aws:lambda:us-east-1:000000000000:function:renewal-sweep",
+        "arn:aws:iam::000000000000:role/tokenbill-scheduler",
+    );
+    let w = world_with(Some(broken.clone())).await;
+    let t0 = w.store.now();
+    w.buy(8, CardBehaviour::Approve).await;
+    let sub = w.store.subscription(user(8)).await.unwrap().unwrap();
+    assert_eq!(sub.status, SubscriptionStatus::Active);
+    assert!(
+        !matches!(broken.scheduled_at(user(8)).await, Ok(Some(_))),
+        "no schedule was set"
+    );
+    // The rate sweep still renews it.
+    let report = w.sweep_at(t0 + PERIOD).await;
+    assert_eq!(report.renewals.paid, 1);
 }

@@ -21,6 +21,7 @@ pub mod sweep;
 pub mod telegram;
 pub mod telemetry;
 pub mod text;
+pub mod timers;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use store::Store;

@@ -3,9 +3,10 @@
 //! instances at once (each write is conditional), so a sweep that fails
 //! halfway is simply run again by the next tick.
 
+use crate::domain::UserId;
 use crate::payments::Renewals;
 use crate::queue::{NotificationQueue, republish_undelivered};
-use crate::renewal::{RenewalReport, renew_due};
+use crate::renewal::{RenewalReport, advance, renew_due};
 use crate::store::{Store, StoreError};
 
 /// Invoices closed per sweep at most; the rest wait for the next tick.
@@ -63,6 +64,26 @@ pub async fn sweep(store: &Store, queue: &NotificationQueue, renewals: &Renewals
         Some(err) => Err(err),
         None => Ok(report),
     }
+}
+
+/// What a subscription's one-time schedule asks for
+/// ([`crate::timers::TimerEvent`]): that subscription only, through the
+/// same exactly-once path as the rate sweep.
+pub async fn sweep_subscription(
+    store: &Store,
+    queue: &NotificationQueue,
+    renewals: &Renewals,
+    user: UserId,
+) -> Result<RenewalReport, StoreError> {
+    let report = advance(store, renewals, Some(queue), user).await?;
+    // The schedule that fired deletes itself, and a wake-up with nothing
+    // due writes nothing: set it again from what is stored.
+    if store.timers().is_some()
+        && let Some(record) = store.subscription_record(user).await?
+    {
+        store.retime_subscription(&record.subscription).await;
+    }
+    Ok(report)
 }
 
 /// Gives back the tokens of spend API holds whose time ran out and that

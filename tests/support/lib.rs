@@ -18,7 +18,11 @@ static TABLES: AtomicU32 = AtomicU32::new(0);
 pub async fn sdk_config() -> &'static SdkConfig {
     CONFIG
         .get_or_init(|| async {
-            for variable in ["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS"] {
+            for variable in [
+                "AWS_ENDPOINT_URL_DYNAMODB",
+                "AWS_ENDPOINT_URL_SQS",
+                "AWS_ENDPOINT_URL_SCHEDULER",
+            ] {
                 assert!(
                     std::env::var(variable).is_ok_and(|v| v.starts_with("http://127.0.0.1")),
                     "{variable} must point at the local stack: run the tests with `make test` \
@@ -36,6 +40,23 @@ pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
 
 pub async fn sqs() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(sdk_config().await)
+}
+
+pub async fn scheduler() -> aws_sdk_scheduler::Client {
+    aws_sdk_scheduler::Client::new(sdk_config().await)
+}
+
+/// Per-subscription schedules in a fresh schedule group of moto's
+/// Scheduler (so tests never see each other's `sub-<user>`).
+pub async fn fresh_timers() -> tokenbill::timers::SubscriptionTimers {
+    let timers = tokenbill::timers::SubscriptionTimers::new(
+        scheduler().await,
+        unique_name("group"),
+        "arn:aws:lambda:us-east-1:000000000000:function:renewal-sweep",
+        "arn:aws:iam::000000000000:role/tokenbill-scheduler",
+    );
+    assert!(timers.ensure_group().await.expect("create schedule group"));
+    timers
 }
 
 /// A unique name for this process and call, usable for tables and queues.

@@ -9,7 +9,9 @@ async fn main() -> Result<(), Error> {
     let sdk = tokenbill::aws::sdk_config().await;
     let secrets = tokenbill::secrets::load(&sdk, &SECRETS).await?;
     let config = PaymentConfig::from_lookup(|name| secrets.get(name).cloned().or_else(|| std::env::var(name).ok()))?;
-    let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), tokenbill::aws::table_name());
+    // Payments extend subscriptions: their schedules move with them.
+    let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), tokenbill::aws::table_name())
+        .with_timers(tokenbill::timers::SubscriptionTimers::from_env(&sdk));
     let queue = NotificationQueue::from_env(aws_sdk_sqs::Client::new(&sdk))?;
     let webhook = &PaymentWebhook::new(store, queue, config);
     lambda_http::run(service_fn(move |request: Request| async move {

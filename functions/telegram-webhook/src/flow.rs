@@ -20,9 +20,9 @@ use tokenbill::store::keys::{self, Key};
 use tokenbill::store::{BalanceRequest, ClaimMode, NewInvoice, StoreError, UserChange, UserView};
 
 use teloxide_core::RequestError;
-use teloxide_core::payloads::CreateInvoiceLink;
+use teloxide_core::payloads::{CreateInvoiceLink, EditUserStarSubscription};
 use teloxide_core::requests::JsonRequest;
-use teloxide_core::types::{LabeledPrice, Seconds};
+use teloxide_core::types::{LabeledPrice, Seconds, TelegramTransactionId};
 use tokenbill::domain::notification::NotificationId;
 use tokenbill::payments::stars::{self, PreCheckoutRefusal};
 use tokenbill::payments::{self, PaymentStart};
@@ -484,6 +484,25 @@ impl Webhook {
             Callback::Subscription => self.subscription_screen(user, view).await?,
             Callback::AutoRenewAsk(on) => screens::confirm_auto_renew(language, on),
             Callback::AutoRenewSet(on) => {
+                // Telegram renews Stars subscriptions itself: it is told
+                // first, so a failure leaves our flag as it was.
+                if !self
+                    .edit_stars_subscription(user.id, view.subscription.as_ref(), on)
+                    .await?
+                {
+                    ctx.marked = false;
+                    let mark = ctx.mark(self)?;
+                    self.store.write_all(mark).await?;
+                    let title = self.subscription_title(view.subscription.as_ref()).await?;
+                    return Ok((
+                        Some(screens::subscription(
+                            language,
+                            view.subscription.as_ref(),
+                            title.as_deref(),
+                        )),
+                        Some(t.something_wrong.to_owned()),
+                    ));
+                }
                 let mut items = vec![self.store.set_auto_renew_item(user.id, on)?];
                 items.extend(ctx.mark(self)?);
                 let mut subscription = view.subscription.clone();
@@ -747,6 +766,49 @@ impl Webhook {
             Err(err) => {
                 tracing::error!(error = %err, invoice = %invoice.id, "createInvoiceLink refused");
                 Ok(SubscriptionLink::Refused)
+            }
+        }
+    }
+
+    /// For a live Stars subscription whose auto-renewal changes, tells
+    /// Telegram (`editUserStarSubscription`, named by the first charge id).
+    /// False when Telegram refused; a failure a retry may fix is an error,
+    /// so the update is retried. Nothing to tell: true.
+    async fn edit_stars_subscription(
+        &self,
+        user: UserId,
+        subscription: Option<&tokenbill::domain::subscription::Subscription>,
+        on: bool,
+    ) -> Result<bool, StoreError> {
+        use tokenbill::domain::subscription::{RenewalMethod, SubscriptionStatus};
+        let Some(sub) = subscription else {
+            return Ok(true);
+        };
+        let Some(RenewalMethod::TelegramStars { charge_id, .. }) = &sub.renewal else {
+            return Ok(true);
+        };
+        if sub.status == SubscriptionStatus::Expired || sub.auto_renew == on {
+            return Ok(true);
+        }
+        let Ok(telegram_user) = u64::try_from(user.get()) else {
+            return Ok(true);
+        };
+        let request = EditUserStarSubscription::new(
+            teloxide_core::types::UserId(telegram_user),
+            TelegramTransactionId(charge_id.clone()),
+            !on,
+        );
+        match JsonRequest::new(self.bot.clone(), request).await {
+            Ok(_) => Ok(true),
+            Err(err @ (RequestError::Network(_) | RequestError::Io(_) | RequestError::RetryAfter(_))) => {
+                Err(StoreError::Unavailable {
+                    operation: "editUserStarSubscription",
+                    message: err.to_string(),
+                })
+            }
+            Err(err) => {
+                tracing::error!(%user, charge = %charge_id, error = %err, "editUserStarSubscription refused");
+                Ok(false)
             }
         }
     }

@@ -13,7 +13,9 @@ async fn main() -> Result<(), Error> {
         .get("TELEGRAM_BOT_TOKEN")
         .cloned()
         .ok_or("TELEGRAM_BOT_TOKEN is not set")?;
-    let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), tokenbill::aws::table_name());
+    // Stars payments extend subscriptions: their schedules move with them.
+    let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), tokenbill::aws::table_name())
+        .with_timers(tokenbill::timers::SubscriptionTimers::from_env(&sdk));
     let queue = NotificationQueue::from_env(aws_sdk_sqs::Client::new(&sdk))?;
     let webhook = &Webhook::new(store, bot(token)?, config).with_queue(queue);
     lambda_http::run(service_fn(move |request: Request| async move {

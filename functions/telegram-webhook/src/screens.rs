@@ -86,11 +86,26 @@ fn subscription_lines(t: &Texts, subscription: Option<&Subscription>, title: Opt
                 .replace("{title}", &title)
                 .replace("{date}", &date(sub.period_end));
             text.push('\n');
-            text.push_str(if sub.auto_renew {
-                t.subscription_renews
+            text.push_str(if status == SubscriptionStatus::PastDue {
+                t.subscription_status_past_due
             } else {
-                t.subscription_ends
+                t.subscription_status_active
             });
+            text.push('\n');
+            if sub.auto_renew {
+                // Past due, the next renewal is the next charge attempt.
+                let next = match status {
+                    SubscriptionStatus::PastDue => sub.next_action_at.unwrap_or(sub.period_end),
+                    _ => sub.period_end,
+                };
+                text.push_str(t.subscription_renews);
+                text.push(' ');
+                text.push_str(&t.subscription_next_renewal.replace("{date}", &date(next)));
+            } else {
+                text.push_str(t.subscription_ends);
+                text.push(' ');
+                text.push_str(&t.subscription_ends_on.replace("{date}", &date(sub.period_end)));
+            }
             if status == SubscriptionStatus::PastDue {
                 text.push('\n');
                 text.push_str(t.subscription_past_due);

@@ -123,6 +123,8 @@ async fn call(
         }
         // A Stars invoice link, shaped like Telegram's (`t.me/$` and a slug).
         "createinvoicelink" => json!(format!("https://t.me/$FakeInvoice{:06}", inner.next_message_id)),
+        // Cancels or re-enables a Stars subscription's renewal (recorded above).
+        "edituserstarsubscription" => json!(true),
         "getme" => json!({ "id": 1, "is_bot": true, "first_name": "Tokenbill", "username": "TokenbillBot" }),
         "setwebhook" => {
             inner.webhook = Some(params.clone());

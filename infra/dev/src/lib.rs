@@ -26,6 +26,7 @@ use tokenbill::payments::Renewals;
 use tokenbill::queue::NotificationQueue;
 use tokenbill::resources;
 use tokenbill::store::{Store, StoreError};
+use tokenbill::timers::{DEFAULT_SCHEDULE_GROUP, SubscriptionTimers, TimerError};
 
 /// The catalog `make dev` starts with, when the table has none.
 pub const SAMPLE_TARIFFS: &str = include_str!("../../tariffs.sample.json");
@@ -50,6 +51,17 @@ pub async fn prepare(store: &Store, sqs: &aws_sdk_sqs::Client) -> Result<Vec<Str
     ));
     for (logical_id, url) in resources::create_queues(sqs, "").await? {
         done.push(format!("queue {logical_id}: {url}"));
+    }
+    if let Some(timers) = store.timers() {
+        let created = timers.ensure_group().await.map_err(|e| StoreError::Unavailable {
+            operation: "CreateScheduleGroup",
+            message: e.to_string(),
+        })?;
+        done.push(format!(
+            "schedule group {} {}",
+            timers.group(),
+            if created { "created" } else { "exists" }
+        ));
     }
     if store.tariffs().await?.is_empty() {
         let tariffs: Vec<Tariff> =
@@ -150,6 +162,52 @@ pub const DEV_MOCK_SECRET: &str = "dev-mock-provider-secret";
 
 /// How often the local sweep runs (the deployed renewal-sweep runs every minute).
 const OUTBOX_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often the local runner looks for due one-time schedules.
+const TIMERS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The per-subscription schedules `make dev` keeps in the local stack's
+/// Scheduler (moto): `SCHEDULE_GROUP`, `SWEEP_FUNCTION_ARN` and
+/// `SCHEDULER_ROLE_ARN` if set, else local stand-ins (nothing invokes
+/// them: [`fire_due_timers`] does).
+pub fn dev_timers(sdk: &aws_config::SdkConfig) -> SubscriptionTimers {
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    SubscriptionTimers::new(
+        aws_sdk_scheduler::Client::new(sdk),
+        var("SCHEDULE_GROUP", DEFAULT_SCHEDULE_GROUP),
+        var(
+            "SWEEP_FUNCTION_ARN",
+            "arn:aws:lambda:us-east-1:000000000000:function:renewal-sweep",
+        ),
+        var(
+            "SCHEDULER_ROLE_ARN",
+            "arn:aws:iam::000000000000:role/tokenbill-scheduler",
+        ),
+    )
+}
+
+/// Fires the one-time schedules whose time has passed, as EventBridge
+/// Scheduler would (moto stores schedules but never fires them): deletes
+/// each (`ActionAfterCompletion: DELETE`; first, so the schedule the sweep
+/// sets next survives) and sweeps its subscription in-process. A failing
+/// sweep is logged: the rate sweep retries it. The number fired.
+pub async fn fire_due_timers(
+    store: &Store,
+    queue: &NotificationQueue,
+    renewals: &Renewals,
+) -> Result<usize, TimerError> {
+    let Some(timers) = store.timers() else {
+        return Ok(0);
+    };
+    let due = timers.due(store.now()).await?;
+    for fired in &due {
+        timers.complete(fired).await?;
+        match tokenbill::sweep::sweep_subscription(store, queue, renewals, fired.user).await {
+            Ok(report) => tracing::info!(user = %fired.user, at = %fired.at, ?report, "schedule fired"),
+            Err(err) => tracing::warn!(user = %fired.user, error = %err, "scheduled sweep failed"),
+        }
+    }
+    Ok(due.len())
+}
 
 /// Everything `make dev` runs.
 pub struct LocalApp {
@@ -262,9 +320,19 @@ impl LocalApp {
         });
         let (store, queue, renewals) = (self.state.store.clone(), self.queue.clone(), self.renewals.clone());
         let sweeper = tokio::spawn(async move {
-            let mut every = tokio::time::interval(OUTBOX_SWEEP_EVERY);
+            // One task for both, as each sweeps subscriptions: the rate
+            // sweep every 30 s, due one-time schedules every 5 s.
+            let mut every = tokio::time::interval(TIMERS_EVERY);
+            let mut last_sweep: Option<tokio::time::Instant> = None;
             loop {
                 every.tick().await;
+                if let Err(err) = fire_due_timers(&store, &queue, &renewals).await {
+                    tracing::warn!(error = %err, "could not fire due schedules");
+                }
+                if last_sweep.is_some_and(|at| at.elapsed() < OUTBOX_SWEEP_EVERY) {
+                    continue;
+                }
+                last_sweep = Some(tokio::time::Instant::now());
                 match tokenbill::sweep::sweep(&store, &queue, &renewals).await {
                     Ok(report) if report != tokenbill::sweep::SweepReport::default() => {
                         tracing::info!(?report, "sweep done");

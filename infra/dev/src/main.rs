@@ -20,7 +20,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     tokenbill::telemetry::init(args.json);
     let config = tokenbill::aws::sdk_config().await;
-    let store = Store::new(aws_sdk_dynamodb::Client::new(&config), args.table);
+    let store = Store::new(aws_sdk_dynamodb::Client::new(&config), args.table)
+        .with_timers(Some(tokenbill_dev::dev_timers(&config)));
     let sqs = aws_sdk_sqs::Client::new(&config);
     for step in prepare(&store, &sqs).await? {
         tracing::info!("{step}");

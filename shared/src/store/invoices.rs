@@ -225,17 +225,22 @@ impl Store {
             .reference(format!("invoice:{}", invoice.id))
             .description(invoice.title.en.clone());
             // A free subscription starts (or extends) in the same transaction.
-            let subscription_index = match self.subscription_payment_item(&invoice).await? {
-                Some((item, _)) => {
+            let (subscription_index, subscription) = match self.subscription_payment_item(&invoice).await? {
+                Some((item, record)) => {
                     items.push(item);
-                    Some(items.len() - 1)
+                    (Some(items.len() - 1), Some(record))
                 }
-                None => None,
+                None => (None, None),
             };
             items.extend(extra);
             request.extra = items;
             return match self.apply(request).await {
-                Ok(_) => Ok(invoice),
+                Ok(_) => {
+                    if let Some(record) = &subscription {
+                        self.retime_subscription(&record.subscription).await;
+                    }
+                    Ok(invoice)
+                }
                 // The subscription changed since it was read: nothing was
                 // written, and the same request again reads it anew.
                 Err(StoreError::ExtraConditionFailed { index, .. }) if Some(index) == subscription_index => {
@@ -359,6 +364,9 @@ impl Store {
                 .reference(format!("invoice:{id}"))
                 .description(invoice.title.en.clone());
             let mut paid = invoice.clone();
+            // The subscription this payment writes, if any (its schedule
+            // moves once the payment commits).
+            let mut extended = None;
             if invoice.status != InvoiceStatus::Paid {
                 let now = self.now();
                 paid.apply(InvoiceEvent::PaymentConfirmed, now)?;
@@ -383,6 +391,7 @@ impl Store {
                     subscription.as_ref(),
                     now,
                 ))?);
+                extended = subscription;
                 if let Some(code) = &invoice.promo_code {
                     if invoice.promo_reserved {
                         request = request.with_item(self.consume_redemption(code)?);
@@ -403,6 +412,9 @@ impl Store {
             }
             match self.apply(request).await {
                 Ok(applied) => {
+                    if let (false, Some(record)) = (applied.replayed, &extended) {
+                        self.retime_subscription(&record.subscription).await;
+                    }
                     let invoice = if applied.replayed {
                         self.existing_invoice(id).await?
                     } else {

@@ -136,7 +136,11 @@ impl super::Store {
 
     /// Every item of one `gsi1` partition (a list such as all promo codes),
     /// in sort key order.
-    pub(crate) async fn gsi1_list<T: DeserializeOwned>(&self, partition: &str, entity: &str) -> Result<Vec<T>, StoreError> {
+    pub(crate) async fn gsi1_list<T: DeserializeOwned>(
+        &self,
+        partition: &str,
+        entity: &str,
+    ) -> Result<Vec<T>, StoreError> {
         let query = self
             .client
             .query()

@@ -44,6 +44,8 @@ pub struct Store {
     client: Client,
     table: Arc<str>,
     clock: Arc<dyn Clock>,
+    /// Per-subscription schedules, moved after each subscription write.
+    timers: Option<Arc<crate::timers::SubscriptionTimers>>,
 }
 
 impl Store {
@@ -52,7 +54,19 @@ impl Store {
             client,
             table: table.into(),
             clock: Arc::new(SystemClock),
+            timers: None,
         }
+    }
+
+    /// Keeps each subscription's one-time schedule at its next action
+    /// time (without, only the rate sweep wakes subscriptions).
+    pub fn with_timers(mut self, timers: Option<crate::timers::SubscriptionTimers>) -> Self {
+        self.timers = timers.map(Arc::new);
+        self
+    }
+
+    pub fn timers(&self) -> Option<&crate::timers::SubscriptionTimers> {
+        self.timers.as_deref()
     }
 
     /// Replaces the clock (tests use a [`crate::ManualClock`]).

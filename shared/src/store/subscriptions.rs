@@ -102,6 +102,7 @@ impl Store {
         match self.transact(items).await? {
             Ok(()) => {
                 record.state.revision = read + 1;
+                self.retime_subscription(&record.subscription).await;
                 Ok(true)
             }
             Err(cancelled) => {
@@ -114,6 +115,15 @@ impl Store {
                 }
                 Ok(false)
             }
+        }
+    }
+
+    /// Moves the subscription's one-time schedule to its next action time
+    /// (deletes it when none) after a write. Never fails: a schedule that
+    /// could not be set is left to the rate sweep.
+    pub async fn retime_subscription(&self, subscription: &Subscription) {
+        if let Some(timers) = self.timers() {
+            timers.retime(subscription.user, subscription.next_action_at).await;
         }
     }
 
