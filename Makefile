@@ -10,7 +10,7 @@ CARGO ?= cargo
 DEV_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test bench test-unit install validate stack-up stack-down stack-status fmt lint
+.PHONY: help dev test bench test-unit install validate build stack-up stack-down stack-status fmt lint
 
 help:
 	@echo "make dev           run the whole system on http://127.0.0.1:3000 (Ctrl-C stops it)"
@@ -20,6 +20,7 @@ help:
 	@echo "make stack-down    stop them"
 	@echo "make bench         balance operations per second vs raw DynamoDB transactions"
 	@echo "make validate      sam validate --lint on template.yaml"
+	@echo "make build         sam build: one arm64 bootstrap per function (offline, no Docker), sizes checked"
 	@echo "make lint | fmt    clippy with warnings as errors | rustfmt"
 
 dev:
@@ -43,6 +44,36 @@ install:
 # The SAM template, checked offline (aws-sam-cli lives in the project venv).
 validate: install
 	SAM_CLI_TELEMETRY=0 .venv/bin/sam validate --lint
+
+# The deployable binaries: `sam build` runs `cargo lambda build --release
+# --arm64 --bin NAME` for every function (cargo-lambda and its zig linker
+# live in the project venv), then every bootstrap must be an arm64 ELF of at
+# most 8 MiB. Needs no Docker and no network once crates are fetched. Not
+# part of `make test`: it needs the aarch64 standard library.
+LAMBDA_TARGET := aarch64-unknown-linux-gnu
+MAX_BOOTSTRAP_BYTES := 8388608
+build: install
+	@sysroot="$$(rustc --print sysroot)"; \
+	if [ ! -d "$$sysroot/lib/rustlib/$(LAMBDA_TARGET)/lib" ]; then \
+	  echo "make build: the Rust standard library for $(LAMBDA_TARGET) is not installed." >&2; \
+	  echo "Add it once with:  rustup target add $(LAMBDA_TARGET)" >&2; \
+	  exit 1; \
+	fi
+	PATH="$(CURDIR)/.venv/bin:$$PATH" SAM_CLI_TELEMETRY=0 sam build
+	@want=$$(ls -d functions/*/Cargo.toml | wc -l); count=0; fail=0; \
+	printf '%-28s %10s %9s\n' function bytes MiB; \
+	for bin in .aws-sam/build/*/bootstrap; do \
+	  [ -f "$$bin" ] || continue; \
+	  name=$$(basename "$$(dirname "$$bin")"); bytes=$$(stat -c %s "$$bin"); count=$$((count + 1)); \
+	  awk -v n="$$name" -v b="$$bytes" 'BEGIN { printf "%-28s %10d %9.2f\n", n, b, b / 1048576 }'; \
+	  if [ "$$(od -An -tx1 -j18 -N2 "$$bin" | tr -d ' ')" != "b700" ]; then \
+	    echo "  $$bin is not an arm64 (aarch64) ELF executable" >&2; fail=1; fi; \
+	  if [ "$$bytes" -gt $(MAX_BOOTSTRAP_BYTES) ]; then \
+	    echo "  $$bin is over the 8 MiB limit ($(MAX_BOOTSTRAP_BYTES) bytes)" >&2; fail=1; fi; \
+	done; \
+	if [ "$$count" -ne "$$want" ]; then \
+	  echo "expected $$want bootstraps (one per crate under functions/), found $$count" >&2; fail=1; fi; \
+	exit $$fail
 
 stack-up:
 	$(STACK) up

@@ -281,3 +281,93 @@ async fn every_template_route_has_a_handler() {
     }
     server.abort();
 }
+
+/// The value of a short-form intrinsic (`!Ref X`, `!Sub "..."`, `!GetAtt
+/// X.Y`) when `value` is one with that tag.
+fn intrinsic(value: &Value, tag: &str) -> Option<String> {
+    match value {
+        Value::Tagged(tagged) if tagged.tag == tag => Some(text(&tagged.value)),
+        _ => None,
+    }
+}
+
+/// Every function keeps its logs for a bounded time and has an alarm on its
+/// errors; every dead-letter queue has an alarm on its depth; every alarm
+/// notifies someone.
+#[test]
+fn every_function_has_log_retention_and_an_error_alarm() {
+    let template = template();
+    let resources = template["Resources"].as_mapping().expect("Resources");
+    let of_type = |kind: &'static str| resources.iter().filter(move |(_, r)| r["Type"] == kind);
+    let functions: BTreeSet<String> = of_type("AWS::Serverless::Function").map(|(id, _)| text(id)).collect();
+    assert!(!functions.is_empty());
+
+    let logged: BTreeSet<String> = of_type("AWS::Logs::LogGroup")
+        .filter(|(_, r)| r["Properties"]["RetentionInDays"].as_u64().is_some())
+        .filter_map(|(_, r)| intrinsic(&r["Properties"]["LogGroupName"], "!Sub"))
+        .filter_map(|name| Some(name.strip_prefix("/aws/lambda/${")?.strip_suffix('}')?.to_owned()))
+        .collect();
+    assert_eq!(functions, logged, "functions and log groups with retention differ");
+
+    let alarms: Vec<&Value> = of_type("AWS::CloudWatch::Alarm").map(|(_, r)| &r["Properties"]).collect();
+    let dimension = |alarm: &Value, name: &str| {
+        alarm["Dimensions"]
+            .as_sequence()
+            .and_then(|dims| dims.iter().find(|d| d["Name"] == name))
+            .map(|d| d["Value"].clone())
+    };
+    let alarmed: BTreeSet<String> = alarms
+        .iter()
+        .filter(|a| a["Namespace"] == "AWS/Lambda" && a["MetricName"] == "Errors")
+        .filter_map(|a| intrinsic(&dimension(a, "FunctionName")?, "!Ref"))
+        .collect();
+    assert_eq!(functions, alarmed, "functions and error alarms differ");
+
+    for queue in QUEUES.iter().filter_map(|q| q.dead_letter.map(|(dead_letter, _)| dead_letter)) {
+        let watched = alarms.iter().any(|a| {
+            a["Namespace"] == "AWS/SQS"
+                && a["MetricName"] == "ApproximateNumberOfMessagesVisible"
+                && dimension(a, "QueueName").and_then(|v| intrinsic(&v, "!GetAtt")) == Some(format!("{queue}.QueueName"))
+        });
+        assert!(watched, "no alarm on the depth of the dead-letter queue {queue}");
+    }
+    for alarm in &alarms {
+        let actions = alarm["AlarmActions"].as_sequence().map_or(0, Vec::len);
+        assert!(actions > 0, "alarm {:?} notifies no one", alarm["AlarmDescription"]);
+    }
+}
+
+/// A function fed by a queue finishes well within the queue's visibility
+/// timeout (AWS asks for six times the function timeout), or messages come
+/// back while they are still being worked on.
+#[test]
+fn queue_visibility_covers_its_consumers() {
+    let template = template();
+    let default_timeout = template["Globals"]["Function"]["Timeout"].as_u64().expect("Globals timeout");
+    let mut consumers = 0;
+    for (id, resource) in template["Resources"].as_mapping().expect("Resources") {
+        let timeout = resource["Properties"]["Timeout"].as_u64().unwrap_or(default_timeout);
+        for event in resource["Properties"]["Events"]
+            .as_mapping()
+            .into_iter()
+            .flat_map(|events| events.values())
+            .filter(|event| event["Type"] == "SQS")
+        {
+            let arn = intrinsic(&event["Properties"]["Queue"], "!GetAtt").expect("Queue: !GetAtt X.Arn");
+            let queue = QUEUES
+                .iter()
+                .find(|q| format!("{}.Arn", q.logical_id) == arn)
+                .unwrap_or_else(|| panic!("{} reads {arn}, not a queue in shared/src/resources.rs", text(id)));
+            assert!(
+                u64::from(queue.visibility_timeout_seconds) >= 6 * timeout,
+                "{}: {} s timeout, {} visibility {} s",
+                text(id),
+                timeout,
+                queue.logical_id,
+                queue.visibility_timeout_seconds
+            );
+            consumers += 1;
+        }
+    }
+    assert!(consumers > 0, "no function reads a queue");
+}
