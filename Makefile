@@ -18,7 +18,7 @@ help:
 	@echo "make test-unit     run only the tests that need no local stack"
 	@echo "make stack-up      start DynamoDB Local + moto and keep them (source .local-stack/env)"
 	@echo "make stack-down    stop them"
-	@echo "make bench         balance operations per second vs raw DynamoDB transactions"
+	@echo "make bench         debits and spend API spends per second vs raw DynamoDB transactions"
 	@echo "make validate      sam validate --lint on template.yaml"
 	@echo "make build         sam build: one arm64 bootstrap per function (offline, no Docker), sizes checked"
 	@echo "make lint | fmt    clippy with warnings as errors | rustfmt"
