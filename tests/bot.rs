@@ -981,7 +981,8 @@ async fn a_stars_subscriber_cancels_and_resumes_renewal_through_telegram() {
     let h = harness().await;
     h.reply(&message(1, 11, "/start")).await;
     let now = chrono::Utc::now();
-    let end = now + chrono::Duration::days(30);
+    // Past both reminders: what is next is the period's end.
+    let end = now + chrono::Duration::hours(12);
     let subscription = Subscription {
         user: user(11),
         tariff_id: "sub_month".parse().unwrap(),
@@ -1039,7 +1040,12 @@ async fn a_stars_subscriber_cancels_and_resumes_renewal_through_telegram() {
     assert_eq!(edits[0].params["user_id"], 11);
     assert_eq!(edits[0].params["telegram_payment_charge_id"], "stars-charge-1");
     assert_eq!(edits[0].params["is_canceled"], true);
-    assert!(!h.store.subscription(user(11)).await.unwrap().unwrap().auto_renew);
+    let cancelled = h.store.subscription(user(11)).await.unwrap().unwrap();
+    assert!(!cancelled.auto_renew);
+    // Nothing will renew it: it ends at the period's end, not after the
+    // grace Telegram's renewal would get.
+    let next_action = |sub: &Subscription| sub.next_action_at.map(|at| at.timestamp());
+    assert_eq!(next_action(&cancelled), Some(end.timestamp()));
     let off = calls.iter().find(|c| c.method == "editmessagetext").unwrap();
     let text = off.params["text"].as_str().unwrap();
     assert!(text.contains(&format!("It ends on {day}")), "{text}");
@@ -1055,7 +1061,10 @@ async fn a_stars_subscriber_cancels_and_resumes_renewal_through_telegram() {
         .find(|c| c.method == "edituserstarsubscription")
         .unwrap_or_else(|| panic!("{calls:?}"));
     assert_eq!(edit.params["is_canceled"], false);
-    assert!(h.store.subscription(user(11)).await.unwrap().unwrap().auto_renew);
+    let resumed = h.store.subscription(user(11)).await.unwrap().unwrap();
+    assert!(resumed.auto_renew);
+    let grace = tokenbill::domain::subscription::STARS_GRACE;
+    assert_eq!(next_action(&resumed), Some((end + grace).timestamp()));
 
     // Telegram refusing (not retryable): the flag stays, the user is told.
     h.telegram.fail_next([Failure::Blocked]);

@@ -1,16 +1,29 @@
 //! Logging setup shared by every binary: JSON lines on Lambda (CloudWatch
-//! reads them), readable text on a terminal. `RUST_LOG` filters.
+//! reads them), readable text on a terminal. `RUST_LOG` filters, with the
+//! `target=level` directives of `Targets` (no regex engine in the
+//! bootstrap, unlike `EnvFilter`).
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
+
+const DEFAULT_FILTER: &str = "info,aws_config=warn,aws_smithy_runtime=warn";
+
+/// The filter `RUST_LOG` asks for, or the default when it is unset or
+/// malformed.
+pub fn filter() -> Targets {
+    std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| directives.parse().ok())
+        .unwrap_or_else(|| DEFAULT_FILTER.parse().expect("the default filter parses"))
+}
 
 pub fn init(json: bool) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let format = tracing_subscriber::fmt::layer().with_target(false);
+    let registry = tracing_subscriber::registry().with(filter());
     // A second init (tests) is harmless: the first subscriber stays.
     let _ = if json {
-        builder.json().flatten_event(true).try_init()
+        registry.with(format.json().flatten_event(true)).try_init()
     } else {
-        builder.try_init()
+        registry.with(format).try_init()
     };
 }

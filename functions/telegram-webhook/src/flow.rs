@@ -503,22 +503,17 @@ impl Webhook {
                         Some(t.something_wrong.to_owned()),
                     ));
                 }
-                let mut items = vec![self.store.set_auto_renew_item(user.id, on)?];
-                items.extend(ctx.mark(self)?);
-                let mut subscription = view.subscription.clone();
-                let note = match self.store.write_all(items).await {
-                    Ok(()) => {
-                        if let Some(sub) = subscription.as_mut() {
-                            sub.auto_renew = on;
-                        }
-                        Some((if on { t.auto_renew_now_on } else { t.auto_renew_now_off }).to_owned())
-                    }
+                let marks = ctx.mark(self)?;
+                let (subscription, note) = match self.store.switch_auto_renew(user.id, on, marks).await? {
+                    Some(sub) => (
+                        Some(sub),
+                        Some((if on { t.auto_renew_now_on } else { t.auto_renew_now_off }).to_owned()),
+                    ),
                     // No subscription (any more): nothing to switch.
-                    Err(StoreError::ExtraConditionFailed { .. }) => {
+                    None => {
                         ctx.marked = false;
-                        None
+                        (None, None)
                     }
-                    Err(err) => return Err(err),
                 };
                 let title = self.subscription_title(subscription.as_ref()).await?;
                 return Ok((

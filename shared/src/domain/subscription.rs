@@ -411,6 +411,16 @@ impl SubscriptionRecord {
         Some(next)
     }
 
+    /// Turns auto-renewal on or off. The next action moves with it: a
+    /// Stars subscription that will not renew ends at its period end, one
+    /// that will waits the grace for Telegram's payment.
+    pub fn set_auto_renew(&mut self, on: bool, now: DateTime<Utc>) {
+        self.subscription.auto_renew = on;
+        if self.state.charge.is_none() && self.subscription.status == SubscriptionStatus::Active {
+            self.schedule(now);
+        }
+    }
+
     pub fn remind(&mut self, sent: u32, now: DateTime<Utc>) {
         self.state.reminders_sent = sent;
         self.schedule(now);
@@ -567,6 +577,28 @@ mod tests {
             (SubscriptionStatus::Expired, None)
         );
         assert_eq!(r.step(second + Duration::days(10), true), Step::Wait);
+    }
+
+    #[test]
+    fn cancelling_a_stars_subscription_ends_it_at_the_period_end() {
+        let now = Utc::now();
+        let stars = Some(RenewalMethod::TelegramStars {
+            charge_id: "charge".into(),
+            expires_at: Some(now + Duration::days(30)),
+        });
+        let mut r = record(now, stars);
+        let end = r.subscription.period_end;
+        let after_reminders = end - Duration::hours(12);
+        r.remind(REMINDER_DAYS.len() as u32, after_reminders);
+        assert_eq!(r.subscription.next_action_at, Some(end + STARS_GRACE));
+
+        r.set_auto_renew(false, after_reminders);
+        assert_eq!(r.subscription.next_action_at, Some(end));
+        assert_eq!(r.step(end, false), Step::Expire(ExpiryReason::Cancelled));
+
+        r.set_auto_renew(true, after_reminders);
+        assert_eq!(r.subscription.next_action_at, Some(end + STARS_GRACE));
+        assert_eq!(r.step(end, false), Step::Wait);
     }
 
     #[test]

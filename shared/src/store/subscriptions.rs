@@ -2,12 +2,12 @@
 //! holding the [`Subscription`] and the renewal flow's bookkeeping
 //! ([`RenewalState`]). While something is due it sits in the sparse `due`
 //! index (`SUBSCRIPTION_DUE#<user mod 8>`, `due_at` = its next action), so
-//! the renewal sweep reads only what is due. Every write but the
-//! auto-renew switch is a whole-item put conditioned on the revision it
-//! read, inside the transaction of its cause (a payment, a reminder with
-//! its notification, a charge with its invoice).
+//! the renewal sweep reads only what is due. Every write is a whole-item
+//! put conditioned on the revision it read, inside the transaction of its
+//! cause (a payment, a reminder with its notification, a charge with its
+//! invoice, an auto-renew switch with the update's mark).
 
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 use sha2::Digest;
 
 use super::item::{Item, n, parse, record, s};
@@ -127,23 +127,30 @@ impl Store {
         }
     }
 
-    /// Turning auto-renewal on or off, as one item of a larger transaction
-    /// (the subscription must exist). It bumps the revision, so a sweep
-    /// that read the old setting decides again.
-    pub fn set_auto_renew_item(&self, user: UserId, auto_renew: bool) -> Result<TransactWriteItem, StoreError> {
-        let update = Update::builder()
-            .table_name(self.table())
-            .set_key(Some(keys::subscription(user).to_item()))
-            .update_expression("SET #auto = :auto ADD #rev :one")
-            .condition_expression("attribute_exists(#pk)")
-            .expression_attribute_names("#auto", "auto_renew")
-            .expression_attribute_names("#rev", "revision")
-            .expression_attribute_names("#pk", keys::PK)
-            .expression_attribute_values(":auto", AttributeValue::Bool(auto_renew))
-            .expression_attribute_values(":one", n(1))
-            .build()
-            .map_err(|e| StoreError::corrupt("subscription update", e))?;
-        Ok(TransactWriteItem::builder().update(update).build())
+    /// Turns auto-renewal on or off ([`SubscriptionRecord::set_auto_renew`]
+    /// moves the next action with it) over the revision read, with `extra`
+    /// items in the same transaction, and moves the schedule. `None` when
+    /// there is no subscription to switch.
+    pub async fn switch_auto_renew(
+        &self,
+        user: UserId,
+        on: bool,
+        extra: Vec<TransactWriteItem>,
+    ) -> Result<Option<Subscription>, StoreError> {
+        // A sweep may write the record between our read and write; a few
+        // rereads settle it.
+        for _ in 0..3 {
+            let Some(mut record) = self.subscription_record(user).await? else {
+                return Ok(None);
+            };
+            record.set_auto_renew(on, self.now());
+            if self.write_subscription(&mut record, extra.clone()).await? {
+                return Ok(Some(record.subscription));
+            }
+        }
+        Err(StoreError::Contention {
+            what: format!("subscription of user {user}"),
+        })
     }
 
     /// Takes a renewal charge: the subscription (with its charge in flight,
