@@ -171,6 +171,36 @@ async fn a_stars_invoice_is_paid_with_pre_checkout_then_successful_payment() {
 }
 
 #[tokio::test]
+async fn a_stars_subscription_link_is_paid_as_its_first_recurring_charge() {
+    let runner = dev_runner().await;
+    act(&runner, "messages", json!({ "text": "/buy" })).await;
+    let catalog = bot_message(&runner, "Choose a pack").await;
+    press(&runner, &catalog, "Monthly subscription").await;
+    let tariff = bot_message(&runner, "1000 ⭐").await;
+    press(&runner, &tariff, "Telegram Stars").await;
+    // createInvoiceLink made the link the invoice screen's button opens.
+    let invoice = bot_message(&runner, "1000 ⭐ was created").await;
+    let link = buttons(&invoice)
+        .into_iter()
+        .find_map(|b| b["url"].as_str().map(str::to_owned))
+        .expect("the subscription's invoice link");
+    assert!(link.starts_with("https://t.me/$"), "{link}");
+
+    let answer = act(&runner, "payments", json!({ "link": link })).await;
+    assert_eq!(answer["notice"], Value::Null, "the bot accepted the pre-checkout");
+    bot_message(&runner, "Payment received").await;
+    assert_eq!(available(&runner).await, 3000);
+    let subscription = runner.store.subscription(user(1001)).await.unwrap().expect("a subscription");
+    assert!(
+        matches!(
+            subscription.renewal,
+            Some(tokenbill::domain::subscription::RenewalMethod::TelegramStars { .. })
+        ),
+        "{subscription:?}"
+    );
+}
+
+#[tokio::test]
 async fn sandbox_input_is_checked() {
     let runner = dev_runner().await;
     let client = reqwest::Client::new();
@@ -211,7 +241,7 @@ async fn get_updates_feeds_the_webhook_and_confirms_each_update() {
     assert!(refused.to_string().contains("Conflict"), "{refused}");
     poll.start().await.unwrap();
 
-    let user = json!({ "id": 2001, "is_bot": false, "first_name": "Poll" });
+    let user = json!({ "id": 2001, "is_bot": false, "first_name": "Poll", "language_code": "en" });
     let message = |id: i64, text: &str| {
         json!({ "update_id": id, "message": { "message_id": id, "date": 1_700_000_000,
             "chat": { "id": 2001, "type": "private" }, "from": user, "text": text } })
