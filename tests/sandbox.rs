@@ -100,7 +100,10 @@ async fn a_sandbox_purchase_with_the_demo_promo_pays_on_the_mock_checkout_and_no
     press(&runner, &accepted, "Menu").await;
     // The button's message is edited: the menu, the catalog, the tariff.
     let menu = bot_message(&runner, "Hello, Ann").await;
-    assert_eq!(menu["message_id"], accepted["message_id"], "an edit replaces the message");
+    assert_eq!(
+        menu["message_id"], accepted["message_id"],
+        "an edit replaces the message"
+    );
     assert_eq!(menu["edited"], true);
     press(&runner, &menu, "Buy tokens").await;
     let catalog = bot_message(&runner, "Choose a pack").await;
@@ -113,7 +116,10 @@ async fn a_sandbox_purchase_with_the_demo_promo_pays_on_the_mock_checkout_and_no
         .into_iter()
         .find_map(|b| b["url"].as_str().map(str::to_owned))
         .expect("a payment link");
-    assert!(pay_url.starts_with(&format!("{}/payments/mock/checkout/", runner.base)), "{pay_url}");
+    assert!(
+        pay_url.starts_with(&format!("{}/payments/mock/checkout/", runner.base)),
+        "{pay_url}"
+    );
 
     // The mock checkout page's Pay button.
     let paid = reqwest::Client::new()
@@ -190,7 +196,12 @@ async fn a_stars_subscription_link_is_paid_as_its_first_recurring_charge() {
     assert_eq!(answer["notice"], Value::Null, "the bot accepted the pre-checkout");
     bot_message(&runner, "Payment received").await;
     assert_eq!(available(&runner).await, 3000);
-    let subscription = runner.store.subscription(user(1001)).await.unwrap().expect("a subscription");
+    let subscription = runner
+        .store
+        .subscription(user(1001))
+        .await
+        .unwrap()
+        .expect("a subscription");
     assert!(
         matches!(
             subscription.renewal,
@@ -204,15 +215,27 @@ async fn a_stars_subscription_link_is_paid_as_its_first_recurring_charge() {
 async fn sandbox_input_is_checked() {
     let runner = dev_runner().await;
     let client = reqwest::Client::new();
-    let post = |path: &str, body: Value| client.post(format!("{}/sandbox/chats/{path}", runner.base)).json(&body).send();
-    let refused = post("1002/messages", json!({ "user": ann(), "text": "hi" })).await.unwrap();
-    assert_eq!(refused.status(), 400);
-    assert_eq!(refused.json::<Value>().await.unwrap()["error"], "wrong_chat");
-    let refused = post("1001/messages", json!({ "user": ann(), "text": "  " })).await.unwrap();
-    assert_eq!(refused.json::<Value>().await.unwrap()["error"], "bad_text");
-    let refused = post("1001/presses", json!({ "user": ann(), "message_id": 99, "data": "buy" }))
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{}/sandbox/chats/{path}", runner.base))
+            .json(&body)
+            .send()
+    };
+    let refused = post("1002/messages", json!({ "user": ann(), "text": "hi" }))
         .await
         .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"], "wrong_chat");
+    let refused = post("1001/messages", json!({ "user": ann(), "text": "  " }))
+        .await
+        .unwrap();
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"], "bad_text");
+    let refused = post(
+        "1001/presses",
+        json!({ "user": ann(), "message_id": 99, "data": "buy" }),
+    )
+    .await
+    .unwrap();
     assert_eq!(refused.json::<Value>().await.unwrap()["error"], "no_message");
     let refused = post("1001/payments", json!({ "user": ann() })).await.unwrap();
     assert_eq!(refused.json::<Value>().await.unwrap()["error"], "bad_invoice");
@@ -235,7 +258,9 @@ async fn get_updates_feeds_the_webhook_and_confirms_each_update() {
     let webhook = telegram_webhook::Webhook::new(store.clone(), bot, config);
 
     // A webhook is still set: getUpdates is refused until start() removes it.
-    telegram.apply("setWebhook", json!({ "url": "https://example.com/hook" })).await;
+    telegram
+        .apply("setWebhook", json!({ "url": "https://example.com/hook" }))
+        .await;
     let mut poll = LongPoll::new(&api, "123:token", 1);
     let refused = poll.poll_once(&webhook, "poll-secret").await.unwrap_err();
     assert!(refused.to_string().contains("Conflict"), "{refused}");

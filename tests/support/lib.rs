@@ -221,7 +221,9 @@ impl Drop for DevRunner {
 pub async fn dev_runner() -> DevRunner {
     let store = fresh_store().await;
     let sqs = sqs().await;
-    tokenbill_dev::prepare(&store, &sqs).await.expect("prepare like make dev");
+    tokenbill_dev::prepare(&store, &sqs)
+        .await
+        .expect("prepare like make dev");
     let service_key = tokenbill_dev::dev_service_key(&store).await.expect("service key");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -231,7 +233,11 @@ pub async fn dev_runner() -> DevRunner {
         .await
         .expect("the dev runner's functions");
     let background = app.spawn_background();
-    let server = tokio::spawn(tokenbill_dev::serve(listener, app.state.clone(), std::future::pending()));
+    let server = tokio::spawn(tokenbill_dev::serve(
+        listener,
+        app.state.clone(),
+        std::future::pending(),
+    ));
     DevRunner {
         base,
         store,

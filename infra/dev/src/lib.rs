@@ -69,7 +69,9 @@ pub async fn prepare(store: &Store, sqs: &aws_sdk_sqs::Client) -> Result<Vec<Str
         ));
     }
     if ensure_demo_promo(store).await? {
-        done.push(format!("created promo code {DEMO_PROMO} ({DEMO_PROMO_PERCENT}% off, once per user)"));
+        done.push(format!(
+            "created promo code {DEMO_PROMO} ({DEMO_PROMO_PERCENT}% off, once per user)"
+        ));
     }
     if store.tariffs().await?.is_empty() {
         let tariffs: Vec<Tariff> =
@@ -390,28 +392,28 @@ impl LocalApp {
         let (store, queue, renewals) = (self.state.store.clone(), self.queue.clone(), self.renewals.clone());
         let sweeper = tokio::spawn(
             async move {
-            // One task for both, as each sweeps subscriptions: the rate
-            // sweep every 30 s, due one-time schedules every 5 s.
-            let mut every = tokio::time::interval(TIMERS_EVERY);
-            let mut last_sweep: Option<tokio::time::Instant> = None;
-            loop {
-                every.tick().await;
-                if let Err(err) = fire_due_timers(&store, &queue, &renewals).await {
-                    tracing::warn!(error = %err, "could not fire due schedules");
-                }
-                if last_sweep.is_some_and(|at| at.elapsed() < OUTBOX_SWEEP_EVERY) {
-                    continue;
-                }
-                last_sweep = Some(tokio::time::Instant::now());
-                match tokenbill::sweep::sweep(&store, &queue, &renewals).await {
-                    Ok(report) if report != tokenbill::sweep::SweepReport::default() => {
-                        tracing::info!(?report, "sweep done");
+                // One task for both, as each sweeps subscriptions: the rate
+                // sweep every 30 s, due one-time schedules every 5 s.
+                let mut every = tokio::time::interval(TIMERS_EVERY);
+                let mut last_sweep: Option<tokio::time::Instant> = None;
+                loop {
+                    every.tick().await;
+                    if let Err(err) = fire_due_timers(&store, &queue, &renewals).await {
+                        tracing::warn!(error = %err, "could not fire due schedules");
                     }
-                    Ok(_) => {}
-                    Err(err) => tracing::warn!(error = %err, "sweep failed"),
+                    if last_sweep.is_some_and(|at| at.elapsed() < OUTBOX_SWEEP_EVERY) {
+                        continue;
+                    }
+                    last_sweep = Some(tokio::time::Instant::now());
+                    match tokenbill::sweep::sweep(&store, &queue, &renewals).await {
+                        Ok(report) if report != tokenbill::sweep::SweepReport::default() => {
+                            tracing::info!(?report, "sweep done");
+                        }
+                        Ok(_) => {}
+                        Err(err) => tracing::warn!(error = %err, "sweep failed"),
+                    }
                 }
             }
-        }
             .instrument(tracing::info_span!("renewal-sweep")),
         );
         let mut tasks = vec![poller, sweeper];

@@ -193,7 +193,11 @@ impl Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.code, "message": self.message }))).into_response()
+        (
+            self.status,
+            Json(json!({ "error": self.code, "message": self.message })),
+        )
+            .into_response()
     }
 }
 
@@ -286,13 +290,17 @@ impl Sandbox {
             .await?;
         let answer = self.telegram.answer(&query_id).unwrap_or(Value::Null);
         if answer["ok"].as_bool() != Some(true) {
-            let reason = answer["error_message"].as_str().unwrap_or("the bot did not accept the payment");
+            let reason = answer["error_message"]
+                .as_str()
+                .unwrap_or("the bot did not accept the payment");
             return Ok(Outcome {
                 notice: Some(reason.to_owned()),
             });
         }
         let stars = invoice.total_amount;
-        let message_id = self.telegram.user_message(user.id, &format!("You paid ⭐ {stars}"), true);
+        let message_id = self
+            .telegram
+            .user_message(user.id, &format!("You paid ⭐ {stars}"), true);
         let charge_id = format!("sandbox-charge-{query_id}");
         let update = successful_payment_update(self.update_id(), message_id, user, &invoice, &charge_id, now());
         self.deliver(&update).await?;
