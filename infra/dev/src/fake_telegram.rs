@@ -243,7 +243,9 @@ impl FakeTelegram {
     }
 
     fn answer_call(&self, method: String, params: Value) -> (StatusCode, Value) {
-        // What a developer would see in the chat (the sandbox shows it too).
+        // What a developer would see in the chat (the sandbox shows it too),
+        // labelled like the functions' logs.
+        let _span = tracing::info_span!("fake-telegram").entered();
         tracing::info!(target: "fake_telegram", %method, chat = %params["chat_id"], text = %params["text"].as_str().unwrap_or(""), "bot -> Telegram");
         let mut inner = self.lock();
         inner.calls.push(Call {
