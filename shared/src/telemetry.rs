@@ -3,6 +3,8 @@
 //! `target=level` directives of `Targets` (no regex engine in the
 //! bootstrap, unlike `EnvFilter`).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
@@ -18,7 +20,10 @@ pub fn filter() -> Targets {
 }
 
 pub fn init(json: bool) {
-    let format = tracing_subscriber::fmt::layer().with_target(false);
+    // Colours only for a person at a terminal, not for files or log services.
+    let format = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal());
     let registry = tracing_subscriber::registry().with(filter());
     // A second init (tests) is harmless: the first subscriber stays.
     let _ = if json {

@@ -197,3 +197,53 @@ pub mod faults {
         tokenbill::Store::new(client, table)
     }
 }
+
+/// `make dev`'s runner in-process, as `make dev` starts it: prepared
+/// (catalog, demo promo), a fresh service key, every function served on a
+/// free loopback port, its background tasks (notifier poller, sweep)
+/// running. On a fresh table and queues; stops when dropped.
+pub struct DevRunner {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub store: Store,
+    pub service_key: String,
+    pub app: tokenbill_dev::LocalApp,
+    _background: tokenbill_dev::Background,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Drop for DevRunner {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub async fn dev_runner() -> DevRunner {
+    let store = fresh_store().await;
+    let sqs = sqs().await;
+    tokenbill_dev::prepare(&store, &sqs)
+        .await
+        .expect("prepare like make dev");
+    let service_key = tokenbill_dev::dev_service_key(&store).await.expect("service key");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let base = format!("http://{}", listener.local_addr().expect("bound address"));
+    let app = tokenbill_dev::local_app(store.clone(), sqs, &unique_name("dev"), base.clone())
+        .await
+        .expect("the dev runner's functions");
+    let background = app.spawn_background();
+    let server = tokio::spawn(tokenbill_dev::serve(
+        listener,
+        app.state.clone(),
+        std::future::pending(),
+    ));
+    DevRunner {
+        base,
+        store,
+        service_key,
+        app,
+        _background: background,
+        server,
+    }
+}

@@ -55,10 +55,13 @@ impl PaymentConfig {
             Some(_) => Some(RobokassaConfig::from_lookup(&lookup).map_err(|e| format!("Robokassa: {e}"))?),
             None => None,
         };
-        let bot_url = var("TELEGRAM_BOT_USERNAME").map_or_else(
-            || "https://t.me/".to_owned(),
-            |name| format!("https://t.me/{}", name.trim_start_matches('@')),
-        );
+        // `BOT_URL` sends people elsewhere (the local runner's sandbox).
+        let bot_url = var("BOT_URL").unwrap_or_else(|| {
+            var("TELEGRAM_BOT_USERNAME").map_or_else(
+                || "https://t.me/".to_owned(),
+                |name| format!("https://t.me/{}", name.trim_start_matches('@')),
+            )
+        });
         Ok(Self {
             mock,
             robokassa,

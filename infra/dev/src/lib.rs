@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 pub mod fake_robokassa;
 pub mod fake_telegram;
 pub mod poller;
+pub mod sandbox;
+pub mod updates;
 
 use std::sync::Arc;
 
@@ -27,6 +29,7 @@ use tokenbill::queue::NotificationQueue;
 use tokenbill::resources;
 use tokenbill::store::{Store, StoreError};
 use tokenbill::timers::{DEFAULT_SCHEDULE_GROUP, SubscriptionTimers, TimerError};
+use tracing::Instrument;
 
 /// The catalog `make dev` starts with, when the table has none.
 pub const SAMPLE_TARIFFS: &str = include_str!("../../tariffs.sample.json");
@@ -37,6 +40,8 @@ pub struct AppState {
     pub webhook: Arc<Webhook>,
     pub payments: Arc<PaymentWebhook>,
     pub spend: Arc<SpendApi>,
+    /// The bot sandbox, when the fake Telegram stands in for Telegram.
+    pub sandbox: Option<Arc<sandbox::Sandbox>>,
 }
 
 /// Creates the table and queues and seeds the sample catalog into an empty
@@ -63,6 +68,11 @@ pub async fn prepare(store: &Store, sqs: &aws_sdk_sqs::Client) -> Result<Vec<Str
             if created { "created" } else { "exists" }
         ));
     }
+    if ensure_demo_promo(store).await? {
+        done.push(format!(
+            "created promo code {DEMO_PROMO} ({DEMO_PROMO_PERCENT}% off, once per user)"
+        ));
+    }
     if store.tariffs().await?.is_empty() {
         let tariffs: Vec<Tariff> =
             serde_json::from_str(SAMPLE_TARIFFS).map_err(|e| StoreError::corrupt("sample tariffs", e))?;
@@ -72,32 +82,66 @@ pub async fn prepare(store: &Store, sqs: &aws_sdk_sqs::Client) -> Result<Vec<Str
     Ok(done)
 }
 
+/// The promo code `make dev` creates: a discount to try a purchase with.
+pub const DEMO_PROMO: &str = "DEMO20";
+const DEMO_PROMO_PERCENT: u32 = 20;
+
+/// Creates [`DEMO_PROMO`] unless it exists; true when created.
+pub async fn ensure_demo_promo(store: &Store) -> Result<bool, StoreError> {
+    use tokenbill::domain::promo::{PromoCode, PromoCodeText, PromoEffect};
+    let code = PromoCodeText::new(DEMO_PROMO)?;
+    let effect = PromoEffect::PercentDiscount {
+        percent: DEMO_PROMO_PERCENT.into(),
+    };
+    store.create_promo(&PromoCode::new(code, effect)).await
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/telegram/webhook", post(telegram_webhook))
         .route("/payments/{*route}", any(payments))
         .route("/v1/{*route}", any(spend))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(sandbox::router(state.sandbox))
 }
 
+// Each function's logs carry its name, as each Lambda's log group would.
 async fn telegram_webhook(State(state): State<AppState>, request: Request<Body>) -> Response {
     match raw(request).await {
-        Ok(request) => lambda_answer(state.webhook.handle(request).await),
+        Ok(request) => lambda_answer(
+            state
+                .webhook
+                .handle(request)
+                .instrument(tracing::info_span!("telegram-webhook"))
+                .await,
+        ),
         Err(refused) => refused,
     }
 }
 
 async fn payments(State(state): State<AppState>, request: Request<Body>) -> Response {
     match raw(request).await {
-        Ok(request) => lambda_answer(state.payments.handle(request).await),
+        Ok(request) => lambda_answer(
+            state
+                .payments
+                .handle(request)
+                .instrument(tracing::info_span!("payment-webhook"))
+                .await,
+        ),
         Err(refused) => refused,
     }
 }
 
 async fn spend(State(state): State<AppState>, request: Request<Body>) -> Response {
     match raw(request).await {
-        Ok(request) => lambda_answer(state.spend.handle(request).await),
+        Ok(request) => lambda_answer(
+            state
+                .spend
+                .handle(request)
+                .instrument(tracing::info_span!("spend-api"))
+                .await,
+        ),
         Err(refused) => refused,
     }
 }
@@ -220,6 +264,10 @@ pub struct LocalApp {
     pub queue: NotificationQueue,
     /// What the sweep charges renewals with.
     pub renewals: Renewals,
+    /// The secret the webhook expects in its header.
+    pub webhook_secret: String,
+    /// With `TELEGRAM_BOT_TOKEN`: the bot's updates, read with `getUpdates`.
+    pub long_poll: Option<updates::LongPoll>,
 }
 
 /// Builds every function for local use, on queues named with `queue_prefix`
@@ -247,7 +295,17 @@ pub async fn local_app(
             "TELEGRAM_WEBHOOK_SECRET" => Some(DEV_WEBHOOK_SECRET.to_owned()),
             "MOCK_PROVIDER_SECRET" => Some(DEV_MOCK_SECRET.to_owned()),
             "PUBLIC_BASE_URL" => Some(public_base_url.clone()),
-            "PAYMENT_PROVIDERS" => Some("mock,robokassa".to_owned()),
+            // Stars too with the fake Telegram: the sandbox pays them.
+            "PAYMENT_PROVIDERS" => Some(
+                if std::env::var("TELEGRAM_BOT_TOKEN").is_ok() {
+                    "mock,robokassa"
+                } else {
+                    "mock,robokassa,stars"
+                }
+                .to_owned(),
+            ),
+            // "Back to the bot" on the payment pages.
+            "BOT_URL" if std::env::var("TELEGRAM_BOT_TOKEN").is_err() => Some(format!("{public_base_url}/sandbox")),
             _ => robokassa_settings
                 .iter()
                 .find(|(setting, _)| *setting == name)
@@ -255,8 +313,10 @@ pub async fn local_app(
         })
     };
     let config = telegram_webhook::BotConfig::from_lookup(lookup)?;
-    let (bot, telegram) = if let Ok(token) = std::env::var("TELEGRAM_BOT_TOKEN") {
-        (telegram_webhook::bot(token)?, None)
+    let (bot, telegram, long_poll) = if let Ok(token) = std::env::var("TELEGRAM_BOT_TOKEN") {
+        let api = std::env::var("TELEGRAM_API_URL").unwrap_or_else(|_| "https://api.telegram.org".to_owned());
+        let long_poll = updates::LongPoll::new(&api, &token, 30);
+        (telegram_webhook::bot(token)?, None, Some(long_poll))
     } else {
         let fake = fake_telegram::FakeTelegram::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -265,7 +325,7 @@ pub async fn local_app(
         let url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
         tokio::spawn(fake.clone().serve(listener));
         let bot = teloxide_core::Bot::new("dev:local").set_api_url(url.parse().map_err(|_| "fake Telegram URL")?);
-        (bot, Some(fake))
+        (bot, Some(fake), None)
     };
     let queues = resources::create_queues(&sqs, queue_prefix)
         .await
@@ -281,7 +341,11 @@ pub async fn local_app(
     // runs (the mock's recurring API on this server, the fake Robokassa).
     let renewals = Renewals::from_lookup(lookup, &store, reqwest::Client::new())?;
     let notifier = Notifier::new(store.clone(), bot.clone(), sqs, queue_url);
-    let webhook = Webhook::new(store.clone(), bot, config).with_queue(queue.clone());
+    let webhook_secret = config.webhook_secret.clone();
+    let webhook = Arc::new(Webhook::new(store.clone(), bot, config).with_queue(queue.clone()));
+    let sandbox = telegram
+        .clone()
+        .map(|fake| Arc::new(sandbox::Sandbox::new(fake, webhook.clone(), webhook_secret.clone())));
     let spend = SpendApi::new(
         store.clone(),
         SpendConfig::from_lookup(|name| std::env::var(name).ok())?,
@@ -290,15 +354,18 @@ pub async fn local_app(
     Ok(LocalApp {
         state: AppState {
             store,
-            webhook: Arc::new(webhook),
+            webhook,
             payments: Arc::new(payments),
             spend: Arc::new(spend),
+            sandbox,
         },
         telegram,
         robokassa,
         notifier: Arc::new(notifier),
         queue,
         renewals,
+        webhook_secret,
+        long_poll,
     })
 }
 
@@ -308,41 +375,53 @@ impl LocalApp {
     /// tasks, so that neither cancels the other midway (a receive dropped
     /// after SQS handed out messages would hide them for the visibility
     /// timeout).
+    /// With a real bot token, a third task reads its updates (`getUpdates`).
     pub fn spawn_background(&self) -> Background {
         let (notifier, queue) = (self.notifier.clone(), self.queue.clone());
-        let poller = tokio::spawn(async move {
-            loop {
-                if let Err(err) = poller::poll_once(queue.sqs(), queue.url(), &notifier, 1).await {
-                    tracing::warn!(error = %err, "notification queue poll failed");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
-            }
-        });
-        let (store, queue, renewals) = (self.state.store.clone(), self.queue.clone(), self.renewals.clone());
-        let sweeper = tokio::spawn(async move {
-            // One task for both, as each sweeps subscriptions: the rate
-            // sweep every 30 s, due one-time schedules every 5 s.
-            let mut every = tokio::time::interval(TIMERS_EVERY);
-            let mut last_sweep: Option<tokio::time::Instant> = None;
-            loop {
-                every.tick().await;
-                if let Err(err) = fire_due_timers(&store, &queue, &renewals).await {
-                    tracing::warn!(error = %err, "could not fire due schedules");
-                }
-                if last_sweep.is_some_and(|at| at.elapsed() < OUTBOX_SWEEP_EVERY) {
-                    continue;
-                }
-                last_sweep = Some(tokio::time::Instant::now());
-                match tokenbill::sweep::sweep(&store, &queue, &renewals).await {
-                    Ok(report) if report != tokenbill::sweep::SweepReport::default() => {
-                        tracing::info!(?report, "sweep done");
+        let poller = tokio::spawn(
+            async move {
+                loop {
+                    if let Err(err) = poller::poll_once(queue.sqs(), queue.url(), &notifier, 1).await {
+                        tracing::warn!(error = %err, "notification queue poll failed");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                     }
-                    Ok(_) => {}
-                    Err(err) => tracing::warn!(error = %err, "sweep failed"),
                 }
             }
-        });
-        Background(vec![poller, sweeper])
+            .instrument(tracing::info_span!("notifier")),
+        );
+        let (store, queue, renewals) = (self.state.store.clone(), self.queue.clone(), self.renewals.clone());
+        let sweeper = tokio::spawn(
+            async move {
+                // One task for both, as each sweeps subscriptions: the rate
+                // sweep every 30 s, due one-time schedules every 5 s.
+                let mut every = tokio::time::interval(TIMERS_EVERY);
+                let mut last_sweep: Option<tokio::time::Instant> = None;
+                loop {
+                    every.tick().await;
+                    if let Err(err) = fire_due_timers(&store, &queue, &renewals).await {
+                        tracing::warn!(error = %err, "could not fire due schedules");
+                    }
+                    if last_sweep.is_some_and(|at| at.elapsed() < OUTBOX_SWEEP_EVERY) {
+                        continue;
+                    }
+                    last_sweep = Some(tokio::time::Instant::now());
+                    match tokenbill::sweep::sweep(&store, &queue, &renewals).await {
+                        Ok(report) if report != tokenbill::sweep::SweepReport::default() => {
+                            tracing::info!(?report, "sweep done");
+                        }
+                        Ok(_) => {}
+                        Err(err) => tracing::warn!(error = %err, "sweep failed"),
+                    }
+                }
+            }
+            .instrument(tracing::info_span!("renewal-sweep")),
+        );
+        let mut tasks = vec![poller, sweeper];
+        if let Some(long_poll) = self.long_poll.clone() {
+            let run = long_poll.run(self.state.webhook.clone(), self.webhook_secret.clone());
+            tasks.push(tokio::spawn(run.instrument(tracing::info_span!("telegram-updates"))));
+        }
+        Background(tasks)
     }
 }
 
@@ -364,17 +443,40 @@ pub async fn dev_service_key(store: &Store) -> Result<String, StoreError> {
     Ok(secret.reveal().to_owned())
 }
 
-/// What `make dev` prints on start.
-pub fn describe(addr: SocketAddr, service_key: &str) -> String {
+/// What `make dev` prints on start: the URLs, the service key (shown only
+/// now) and a few things to try.
+pub fn describe(addr: SocketAddr, service_key: &str, sandbox: bool) -> String {
+    let base = format!("http://{addr}");
     let update = r#"{"update_id":1,"message":{"message_id":1,"date":0,"chat":{"id":42,"type":"private"},"from":{"id":42,"is_bot":false,"first_name":"Ann"},"text":"/start"}}"#;
+    let chat = if sandbox {
+        format!(
+            "  1. open the bot sandbox: {base}/sandbox (a Telegram-like chat; switch users at the top)\n  \
+             2. send /start, press \"Enter promo code\" and send {DEMO_PROMO} ({DEMO_PROMO_PERCENT}% off)\n  \
+             3. press \"Buy tokens\", pick \"100 tokens\", pay by card: \"Go to payment\" opens the mock checkout; press Pay\n  \
+             \x20  (or pay in Stars: the invoice's Pay button sends pre_checkout_query and successful_payment)\n  \
+             4. the bot tells you the payment arrived; press Balance\n"
+        )
+    } else {
+        format!(
+            "  1. talk to your bot in Telegram: the runner reads its updates with getUpdates (its webhook is removed)\n  \
+             2. send /start, then /promo {DEMO_PROMO} ({DEMO_PROMO_PERCENT}% off), then buy and pay by card on the mock checkout\n"
+        )
+    };
     format!(
-        "Tokenbill is running on http://{addr}\n  \
-         health:  curl http://{addr}/health\n  \
-         bot:     curl -X POST http://{addr}/telegram/webhook -H 'X-Telegram-Bot-Api-Secret-Token: {DEV_WEBHOOK_SECRET}' -d '{update}'\n  \
-         pay:     open the checkout link the bot sends (http://{addr}/payments/mock/checkout/INVOICE)\n  \
-         \x20        or its Robokassa link (http://{addr}/payments/robokassa/pay/INVOICE: a fake Robokassa unless ROBOKASSA_LOGIN is set)\n  \
-         spend:   curl -X POST http://{addr}/v1/spend -H 'Authorization: Bearer {service_key}' -H 'Idempotency-Key: try-1' -H 'Content-Type: application/json' -d '{{\"user_id\":42,\"tokens\":5}}'\n  \
-         \x20        (a service key made for this run, shown only now; see docs/token-spending.md)\n  \
+        "Tokenbill is running on {base}\n\
+         \n\
+         Try this:\n\
+         {chat}  \
+         5. spend tokens as a service would (the user id is the Telegram id; Ann in the sandbox is 1001):\n     \
+         curl -X POST {base}/v1/spend -H 'Authorization: Bearer {service_key}' -H 'Idempotency-Key: try-1' -H 'Content-Type: application/json' -d '{{\"user_id\":1001,\"tokens\":5}}'\n     \
+         (a service key made for this run, shown only now; see docs/token-spending.md)\n\
+         \n\
+         Also:\n  \
+         health:  curl {base}/health\n  \
+         webhook: curl -X POST {base}/telegram/webhook -H 'X-Telegram-Bot-Api-Secret-Token: {DEV_WEBHOOK_SECRET}' -d '{update}'\n  \
+         pay:     the mock checkout is {base}/payments/mock/checkout/INVOICE; Robokassa's link ({base}/payments/robokassa/pay/INVOICE)\n  \
+         \x20        goes to a fake Robokassa unless ROBOKASSA_LOGIN is set\n  \
+         logs:    one line per event, labelled with its function; --json for JSON lines, RUST_LOG filters\n  \
          stop:    Ctrl-C"
     )
 }

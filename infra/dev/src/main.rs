@@ -31,7 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let service_key = dev_service_key(&store).await?;
     let app = local_app(store, sqs, "", format!("http://{addr}")).await?;
     let _background = app.spawn_background();
-    println!("{}", describe(addr, &service_key));
+    println!("{}", describe(addr, &service_key, app.state.sandbox.is_some()));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("stopping");
