@@ -197,3 +197,7 @@ pub mod faults {
         tokenbill::Store::new(client, table)
     }
 }
+
+pub mod chaos_proxy;
+pub mod invariants;
+pub mod updates;
