@@ -558,13 +558,13 @@ impl World {
                 }
             }
             Operation::Refund { pick, tokens } => {
-                let Some((user, tx, spent)) = ({
+                let Some((_, tx, spent)) = ({
                     let spent = self.spent.lock().unwrap();
                     (!spent.is_empty()).then(|| spent[pick % spent.len()].clone())
                 }) else {
                     return;
                 };
-                let body = json!({"user_id": user, "transaction_id": tx, "tokens": tokens.min(spent)});
+                let body = json!({"transaction_id": tx, "tokens": tokens.min(spent)});
                 let (status, answer) = self.spend_call("/v1/refunds", &format!("refund-{number}"), &body).await;
                 bump(&self.tally.refunds);
                 assert!(

@@ -230,21 +230,23 @@ async fn snapshot(store: &Store) -> Result<Snapshot, StoreError> {
 }
 
 fn file(snapshot: &mut Snapshot, item: HashMap<String, AttributeValue>) -> Result<(), StoreError> {
-    let entity = item.get(ENTITY).and_then(|e| e.as_s().ok()).cloned().unwrap_or_default();
+    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    let (pk, sk) = (text("pk"), text("sk"));
+    // Every user with a profile or an account, whatever wrote the account.
+    if (sk == "PROFILE" || sk == "ACCOUNT")
+        && let Some(id) = pk.strip_prefix("USER#").and_then(|id| id.parse().ok())
+        && !snapshot.users.contains(&id)
+    {
+        snapshot.users.push(id);
+    }
+    let entity = text(ENTITY);
     match entity.as_str() {
-        "account" => {
-            let pk = item.get("pk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-            if let Some(id) = pk.strip_prefix("USER#").and_then(|id| id.parse().ok()) {
-                snapshot.users.push(id);
-            }
-        }
         "ledger_entry" => snapshot.ledger.push(parse(&entity, item)?),
         "invoice" => snapshot.invoices.push(parse(&entity, item)?),
         "promo_code" => snapshot.promos.push(parse(&entity, item)?),
         "promo_use" => {
-            let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-            let code = text("pk").trim_start_matches("PROMO#").to_owned();
-            let user = text("sk").trim_start_matches("USER#").parse().unwrap_or_default();
+            let code = pk.trim_start_matches("PROMO#").to_owned();
+            let user = sk.trim_start_matches("USER#").parse().unwrap_or_default();
             let uses = tokenbill::store::item::get_u64(&item, "uses")?;
             snapshot.promo_uses.push((code, user, uses));
         }
