@@ -411,7 +411,13 @@ impl World {
                 .header("X-Telegram-Bot-Api-Secret-Token", WEBHOOK_SECRET)
                 .body(update.to_string())
                 .unwrap();
-            self.webhook.handle(request).await.status().is_success().then_some(())
+            let delivered = self.webhook.handle(request).await.status().is_success();
+            if !delivered {
+                // Telegram waits before it redelivers; an update claimed by
+                // an attempt that failed stays claimed until its lease ends.
+                self.clock.advance(Duration::seconds(10));
+            }
+            delivered.then_some(())
         })
         .await
     }
@@ -679,7 +685,8 @@ async fn chaos_run_keeps_every_invariant() {
     println!("took {:.1?}", started.elapsed());
     assert!(violations.is_empty(), "seed {seed}: {violations:#?}");
 
-    for (name, proxy) in world.proxies.all() {
+    // The bot answers in the webhook's response body, so its own link may stay idle.
+    for (name, proxy) in world.proxies.all().into_iter().filter(|(name, _)| *name != "telegram (bot)") {
         assert!(proxy.counts().broken() > 0, "no connection to {name} was broken: the run proved nothing");
     }
     assert!(world.tally.caller_retries.load(Ordering::Relaxed) > 0, "faults reached no caller");
