@@ -89,8 +89,8 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
         .map(|v| {
-            let v = v.trim().trim_start_matches("0x").to_owned();
-            v.parse().ok().unwrap_or_else(|| panic!("{name} must be a number, not {v:?}"))
+            let v = v.trim();
+            v.parse().ok().unwrap_or_else(|| panic!("{name} must be a decimal number, not {v:?}"))
         })
         .unwrap_or(default)
 }
