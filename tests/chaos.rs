@@ -43,7 +43,9 @@ use tokenbill_dev::poller::poll_once;
 use tokenbill_tests::chaos_proxy::{ChaosProxy, FaultRates};
 use tokenbill_tests::invariants::{self, Violation};
 use tokenbill_tests::updates::{message, successful_payment};
-use tokenbill_tests::{fresh_store, key, register, sdk_config, seed_catalog, serve_payments, tokens, unique_name, user};
+use tokenbill_tests::{
+    fresh_store, key, register, sdk_config, seed_catalog, serve_payments, tokens, unique_name, user,
+};
 
 const MOCK_SECRET: &str = "mock-secret-for-the-chaos-run";
 const WEBHOOK_SECRET: &str = "chaos-webhook-secret";
@@ -90,7 +92,9 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .map(|v| {
             let v = v.trim();
-            v.parse().ok().unwrap_or_else(|| panic!("{name} must be a decimal number, not {v:?}"))
+            v.parse()
+                .ok()
+                .unwrap_or_else(|| panic!("{name} must be a decimal number, not {v:?}"))
         })
         .unwrap_or(default)
 }
@@ -203,9 +207,13 @@ async fn world(seed: u64) -> World {
         PaymentConfig::from_lookup(|name| (name == "MOCK_PROVIDER_SECRET").then(|| MOCK_SECRET.to_owned())).unwrap();
     let payments = Arc::new(PaymentWebhook::new(store.clone(), queue.clone(), payment_config));
     let provider = ChaosProxy::in_front_of(&serve_payments(payments.clone()).await, seed ^ 2, PROVIDER_FAULTS).await;
-    let mock = MockRecurring::new(MockProvider::new(MOCK_SECRET).unwrap(), &provider.url(), reqwest::Client::new())
-        .unwrap()
-        .with_clock(Arc::new(clock.clone()));
+    let mock = MockRecurring::new(
+        MockProvider::new(MOCK_SECRET).unwrap(),
+        &provider.url(),
+        reqwest::Client::new(),
+    )
+    .unwrap()
+    .with_clock(Arc::new(clock.clone()));
 
     let notifier_telegram = FakeTelegram::default();
     let notifier_proxy =
@@ -281,7 +289,12 @@ async fn seed_world(world: &World) {
         register(&world.direct, id).await;
         world
             .direct
-            .apply(BalanceRequest::credit(user(id), CreditKind::Grant, tokens(200), key(format!("start-{id}"))))
+            .apply(BalanceRequest::credit(
+                user(id),
+                CreditKind::Grant,
+                tokens(200),
+                key(format!("start-{id}")),
+            ))
             .await
             .unwrap();
     }
@@ -301,16 +314,40 @@ async fn seed_world(world: &World) {
 enum Operation {
     /// Pays an invoice on the mock provider; its callback comes later,
     /// maybe more than once, maybe after a stale `declined`.
-    MockPurchase { user: i64, duplicates: u32, stale_decline: bool },
+    MockPurchase {
+        user: i64,
+        duplicates: u32,
+        stale_decline: bool,
+    },
     /// Pays with Stars; Telegram may deliver the payment more than once.
-    StarsPurchase { user: i64, redeliveries: u32 },
+    StarsPurchase {
+        user: i64,
+        redeliveries: u32,
+    },
     /// Subscribes monthly on the mock checkout with a saved card.
-    Subscribe { user: i64 },
-    Promo { user: i64, code: &'static str, redeliver: bool },
-    Spend { user: i64, tokens: u64, replay: bool },
+    Subscribe {
+        user: i64,
+    },
+    Promo {
+        user: i64,
+        code: &'static str,
+        redeliver: bool,
+    },
+    Spend {
+        user: i64,
+        tokens: u64,
+        replay: bool,
+    },
     /// A hold, then a capture of part of it, a release, or nothing (it expires).
-    Hold { user: i64, tokens: u64, settle: Settle },
-    Refund { pick: usize, tokens: u64 },
+    Hold {
+        user: i64,
+        tokens: u64,
+        settle: Settle,
+    },
+    Refund {
+        pick: usize,
+        tokens: u64,
+    },
     /// The notifier's event source polls the queue once.
     Notify,
 }
@@ -531,7 +568,10 @@ impl World {
                     if replay {
                         let (again, replayed) = self.spend_call("/v1/spend", &key, &body).await;
                         assert_eq!(again, StatusCode::OK, "a replayed spend: {replayed}");
-                        assert_eq!(replayed["transaction_id"], answer["transaction_id"], "one effect per key");
+                        assert_eq!(
+                            replayed["transaction_id"], answer["transaction_id"],
+                            "one effect per key"
+                        );
                     }
                     self.spent.lock().unwrap().push((user, tx, tokens));
                 } else {
@@ -630,7 +670,13 @@ impl World {
                 .received
                 > 0
             {}
-            if self.store.undelivered_notifications(self.store.now() + Duration::days(1), 10).await.unwrap().is_empty() {
+            if self
+                .store
+                .undelivered_notifications(self.store.now() + Duration::days(1), 10)
+                .await
+                .unwrap()
+                .is_empty()
+            {
                 return;
             }
         }
@@ -686,11 +732,23 @@ async fn chaos_run_keeps_every_invariant() {
     assert!(violations.is_empty(), "seed {seed}: {violations:#?}");
 
     // The bot answers in the webhook's response body, so its own link may stay idle.
-    for (name, proxy) in world.proxies.all().into_iter().filter(|(name, _)| *name != "telegram (bot)") {
-        assert!(proxy.counts().broken() > 0, "no connection to {name} was broken: the run proved nothing");
+    for (name, proxy) in world
+        .proxies
+        .all()
+        .into_iter()
+        .filter(|(name, _)| *name != "telegram (bot)")
+    {
+        assert!(
+            proxy.counts().broken() > 0,
+            "no connection to {name} was broken: the run proved nothing"
+        );
     }
-    assert!(world.tally.caller_retries.load(Ordering::Relaxed) > 0, "faults reached no caller");
-    let subscriptions = join_all((FIRST_USER..FIRST_USER + SUBSCRIBERS).map(|id| world.direct.subscription(user(id)))).await;
+    assert!(
+        world.tally.caller_retries.load(Ordering::Relaxed) > 0,
+        "faults reached no caller"
+    );
+    let subscriptions =
+        join_all((FIRST_USER..FIRST_USER + SUBSCRIBERS).map(|id| world.direct.subscription(user(id)))).await;
     let renewed = subscriptions
         .into_iter()
         .filter(|s| s.as_ref().unwrap().as_ref().is_some_and(|s| s.period > 1))
@@ -751,14 +809,20 @@ async fn the_check_reports_each_broken_invariant() {
         .await
         .unwrap();
     store.pay_invoice(&paid.id, Some("pay-1".into())).await.unwrap();
-    let mut gift = PromoCode::new(PromoCodeText::new("GIFT").unwrap(), PromoEffect::BonusTokens { tokens: tokens(5) });
+    let mut gift = PromoCode::new(
+        PromoCodeText::new("GIFT").unwrap(),
+        PromoEffect::BonusTokens { tokens: tokens(5) },
+    );
     gift.max_redemptions = Some(1);
     store.create_promo(&gift).await.unwrap();
     let promo_user = store.existing_user(user(3)).await.unwrap();
     store.activate_promo(&promo_user, &gift.code).await.unwrap();
     let notice = sent("note:5", 5);
     store.add_notification(&notice).await.unwrap();
-    store.claim_notification(&notice.id, Duration::minutes(1)).await.unwrap();
+    store
+        .claim_notification(&notice.id, Duration::minutes(1))
+        .await
+        .unwrap();
     store.finish_notification(&notice.id, Delivery::Sent).await.unwrap();
     // Every notice so far delivered once.
     let mut delivered = HashMap::from([(5, 1)]);
@@ -772,7 +836,11 @@ async fn the_check_reports_each_broken_invariant() {
             delivered.insert(user_id, 1);
         }
     }
-    assert_eq!(invariants::check(&store, &delivered).await.unwrap(), vec![], "a healthy table passes");
+    assert_eq!(
+        invariants::check(&store, &delivered).await.unwrap(),
+        vec![],
+        "a healthy table passes"
+    );
 
     // 1. A balance bumped without its ledger entry.
     tamper(&store, "USER#1", "ACCOUNT", "available", 7).await;
@@ -791,8 +859,13 @@ async fn the_check_reports_each_broken_invariant() {
     for attempt in 1..=2 {
         store
             .apply(
-                BalanceRequest::credit(user(4), CreditKind::Renewal, tokens(10), key(format!("renew-{attempt}")))
-                    .reference("invoice:ren-4-2-1"),
+                BalanceRequest::credit(
+                    user(4),
+                    CreditKind::Renewal,
+                    tokens(10),
+                    key(format!("renew-{attempt}")),
+                )
+                .reference("invoice:ren-4-2-1"),
             )
             .await
             .unwrap();
@@ -804,25 +877,59 @@ async fn the_check_reports_each_broken_invariant() {
     let violations = invariants::check(&store, &delivered).await.unwrap();
     println!("{violations:#?}");
     let found = |wanted: &dyn Fn(&Violation) -> bool| violations.iter().any(wanted);
-    assert!(found(&|v| matches!(v, Violation::Ledger { user: 1, .. })), "balance ≠ ledger");
     assert!(
-        found(&|v| matches!(v, Violation::InvoiceCredits { invoice, credits: 2, .. } if *invoice == paid.id.to_string())),
+        found(&|v| matches!(v, Violation::Ledger { user: 1, .. })),
+        "balance ≠ ledger"
+    );
+    assert!(
+        found(
+            &|v| matches!(v, Violation::InvoiceCredits { invoice, credits: 2, .. } if *invoice == paid.id.to_string())
+        ),
         "an invoice credited twice"
     );
     assert!(
-        found(&|v| matches!(v, Violation::PromoTotal { redemptions: 2, limit: Some(1), .. })),
+        found(&|v| matches!(
+            v,
+            Violation::PromoTotal {
+                redemptions: 2,
+                limit: Some(1),
+                ..
+            }
+        )),
         "a promo past its total"
     );
     assert!(
-        found(&|v| matches!(v, Violation::PromoPerUser { user: 3, uses: 2, limit: 1, .. })),
+        found(&|v| matches!(
+            v,
+            Violation::PromoPerUser {
+                user: 3,
+                uses: 2,
+                limit: 1,
+                ..
+            }
+        )),
         "a promo past its per-user limit"
     );
     assert!(
-        found(&|v| matches!(v, Violation::Renewal { user: 4, period: 2, credits: 2 })),
+        found(&|v| matches!(
+            v,
+            Violation::Renewal {
+                user: 4,
+                period: 2,
+                credits: 2
+            }
+        )),
         "a period renewed twice"
     );
     assert!(
-        found(&|v| matches!(v, Violation::Deliveries { user: 5, sent: 1, delivered: 2 })),
+        found(&|v| matches!(
+            v,
+            Violation::Deliveries {
+                user: 5,
+                sent: 1,
+                delivered: 2
+            }
+        )),
         "a notification delivered twice"
     );
     assert!(
