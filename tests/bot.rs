@@ -10,6 +10,7 @@ use tokenbill::domain::promo::{PromoCode, PromoCodeText, PromoEffect};
 use tokenbill::domain::user::Language;
 use tokenbill_dev::fake_telegram::{Call, FakeTelegram};
 use tokenbill_tests::faults::{DynamoFaults, faulty_store};
+use tokenbill_tests::updates::{callback, chat, from, message, pre_checkout, successful_payment};
 use tokenbill_tests::{seed_catalog, tokens, user};
 
 const SECRET: &str = "test-secret_123";
@@ -69,28 +70,6 @@ impl Harness {
         assert_eq!(status, 200, "{body}");
         body
     }
-}
-
-fn from(id: i64, language: &str) -> Value {
-    json!({ "id": id, "is_bot": false, "first_name": "Ann <&>", "username": "ann", "language_code": language })
-}
-
-fn chat(id: i64) -> Value {
-    json!({ "id": id, "type": "private", "first_name": "Ann" })
-}
-
-fn message(update_id: u32, user: i64, text: &str) -> Value {
-    json!({ "update_id": update_id, "message": {
-        "message_id": update_id, "date": 1_764_000_000, "chat": chat(user), "from": from(user, "en"), "text": text
-    }})
-}
-
-fn callback(update_id: u32, user: i64, data: &str) -> Value {
-    json!({ "update_id": update_id, "callback_query": {
-        "id": format!("cb{update_id}"), "from": from(user, "en"), "chat_instance": "1", "data": data,
-        "message": { "message_id": 77, "date": 1_764_000_000, "chat": chat(user),
-                     "from": { "id": 1, "is_bot": true, "first_name": "Tokenbill" }, "text": "menu" }
-    }})
 }
 
 fn membership(update_id: u32, user: i64, status: &str) -> Value {
@@ -573,23 +552,6 @@ async fn bot_api_errors_do_not_reveal_the_token() {
         .unwrap_err();
     let shown = format!("{err} {err:?}");
     assert!(!shown.contains("TOP-SECRET-TOKEN"), "{shown}");
-}
-
-fn pre_checkout(update_id: u32, user: i64, payload: &str, currency: &str, amount: u32) -> Value {
-    json!({ "update_id": update_id, "pre_checkout_query": {
-        "id": format!("pcq{update_id}"), "from": from(user, "en"), "currency": currency,
-        "total_amount": amount, "invoice_payload": payload
-    }})
-}
-
-fn successful_payment(update_id: u32, user: i64, payload: &str, amount: u32, charge: &str) -> Value {
-    json!({ "update_id": update_id, "message": {
-        "message_id": update_id, "date": 1_764_000_000, "chat": chat(user), "from": from(user, "en"),
-        "successful_payment": {
-            "currency": "XTR", "total_amount": amount, "invoice_payload": payload,
-            "telegram_payment_charge_id": charge, "provider_payment_charge_id": ""
-        }
-    }})
 }
 
 /// Buys pack_100 with Stars; returns the invoice payload Telegram got.

@@ -247,3 +247,7 @@ pub async fn dev_runner() -> DevRunner {
         server,
     }
 }
+
+pub mod chaos_proxy;
+pub mod invariants;
+pub mod updates;
