@@ -23,8 +23,14 @@ fuzz_target!(|data: &[u8]| {
         let split = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
         let (header, body) = (&rest[..split], rest.get(split + 1..).unwrap_or_default());
         let header = std::str::from_utf8(header).ok();
-        assert!(provider.verify(header, body, now).is_err(), "a forged callback verified");
-        assert!(provider.verify_charge(header, body, now).is_err(), "a forged charge verified");
+        assert!(
+            provider.verify(header, body, now).is_err(),
+            "a forged callback verified"
+        );
+        assert!(
+            provider.verify_charge(header, body, now).is_err(),
+            "a forged charge verified"
+        );
         return;
     }
     // `8 bytes of clock skew in seconds, then the body`, signed genuinely.
@@ -58,5 +64,8 @@ fuzz_target!(|data: &[u8]| {
     // A signature for another body never carries over.
     let mut tampered = body.to_vec();
     tampered.push(b' ');
-    assert_eq!(provider.verify(Some(&header), &tampered, now), Err(MockError::BadSignature));
+    assert_eq!(
+        provider.verify(Some(&header), &tampered, now),
+        Err(MockError::BadSignature)
+    );
 });

@@ -60,7 +60,10 @@ fuzz_target!(|data: &[u8]| {
         let guessed = callback.signature.clone();
         let genuine = documented_signature(algorithm, &callback, &config.password2);
         if !guessed.eq_ignore_ascii_case(&genuine) {
-            assert!(matches!(robokassa::verify_result(&config, &callback), Err(RobokassaError::BadSignature)));
+            assert!(matches!(
+                robokassa::verify_result(&config, &callback),
+                Err(RobokassaError::BadSignature)
+            ));
         }
         callback.signature = genuine;
         assert!(robokassa::verify_result(&config, &callback).is_ok());
