@@ -10,7 +10,7 @@ CARGO ?= cargo
 DEV_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test bench test-unit install validate build stack-up stack-down stack-status fmt lint
+.PHONY: help dev test bench test-unit install validate build stack-up stack-down stack-status fmt lint fuzz
 
 help:
 	@echo "make dev           run the whole system on http://127.0.0.1:3000 (Ctrl-C stops it)"
@@ -19,6 +19,7 @@ help:
 	@echo "make stack-up      start DynamoDB Local + moto and keep them (source .local-stack/env)"
 	@echo "make stack-down    stop them"
 	@echo "make bench         debits and spend API spends per second vs raw DynamoDB transactions"
+	@echo "make fuzz          every cargo-fuzz target for FUZZ_SECONDS (default 60) each; see docs/reliability.md"
 	@echo "make validate      sam validate --lint on template.yaml"
 	@echo "make build         sam build: one arm64 bootstrap per function (offline, no Docker), sizes checked"
 	@echo "make lint | fmt    clippy with warnings as errors | rustfmt"
@@ -74,6 +75,32 @@ build: install
 	if [ "$$count" -ne "$$want" ]; then \
 	  echo "expected $$want bootstraps (one per crate under functions/), found $$count" >&2; fail=1; fi; \
 	exit $$fail
+
+# Fuzzing (docs/reliability.md): each cargo-fuzz target under fuzz/ for
+# FUZZ_SECONDS, starting from its committed seeds (fuzz/corpus/<target>);
+# what a run learns is kept under the target dir, out of git. A crash stops
+# the run with its input in fuzz/artifacts/<target>/. The sanitizer flags
+# need nightly features: RUSTC_BOOTSTRAP lets the stable toolchain use them.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= robokassa_callback mock_callback spend_request telegram_update
+FUZZ_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/fuzz
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@mkdir -p $(FUZZ_DIR)
+	@: > $(FUZZ_DIR)/summary.txt
+	@for target in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$target; \
+	  echo "== $$target: $(FUZZ_SECONDS) s"; \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --target-dir $(FUZZ_DIR) $$target \
+	    $(FUZZ_DIR)/corpus/$$target fuzz/corpus/$$target -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 2>&1 | tee $(FUZZ_DIR)/$$target.log; \
+	  awk -v t=$$target '/DONE/ { done = $$0 } /stat::number_of_executed_units/ { execs = $$2 } \
+	    END { match(done, /cov: [0-9]+/); cov = substr(done, RSTART + 5, RLENGTH - 5); \
+	          match(done, /corp: [0-9]+/); corp = substr(done, RSTART + 6, RLENGTH - 6); \
+	          printf "%-20s %8s s %12s execs %6s edges %6s inputs  no crash\n", t, "$(FUZZ_SECONDS)", execs, cov, corp }' \
+	    $(FUZZ_DIR)/$$target.log >> $(FUZZ_DIR)/summary.txt; \
+	done
+	@cat $(FUZZ_DIR)/summary.txt
 
 stack-up:
 	$(STACK) up

@@ -13,7 +13,7 @@ use tokenbill::domain::service_key::{RatePerSecond, Scope, ServiceKey};
 use tokenbill::store::BalanceRequest;
 use tokenbill::{ManualClock, Store};
 use tokenbill_tests::faults::{DynamoFaults, faulty_store};
-use tokenbill_tests::{fresh_store, key, register, tokens, user};
+use tokenbill_tests::{fresh_store, funded_user, key, tokens, user};
 
 /// A service key's secret, created in `store`.
 async fn service_key(store: &Store, scopes: &[Scope], rate: u32) -> String {
@@ -28,22 +28,6 @@ fn config(user_rate: u32) -> SpendConfig {
         user_rate: RatePerSecond::new(user_rate).unwrap(),
         key_cache_ttl: Duration::from_secs(30),
         low_balance_threshold: None,
-    }
-}
-
-/// A registered user with `balance` tokens.
-async fn funded_user(store: &Store, id: i64, balance: u64) {
-    register(store, id).await;
-    if balance > 0 {
-        store
-            .apply(BalanceRequest::credit(
-                user(id),
-                CreditKind::Grant,
-                tokens(balance),
-                key(format!("fund-{id}")),
-            ))
-            .await
-            .unwrap();
     }
 }
 

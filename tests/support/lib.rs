@@ -101,6 +101,22 @@ pub async fn register(store: &Store, id: i64) -> tokenbill::domain::user::User {
     store.register_user(&registration).await.expect("register user").0
 }
 
+/// A registered user with `balance` tokens (granted).
+pub async fn funded_user(store: &Store, id: i64, balance: u64) {
+    register(store, id).await;
+    if balance > 0 {
+        store
+            .apply(tokenbill::store::BalanceRequest::credit(
+                user(id),
+                tokenbill::domain::ledger::CreditKind::Grant,
+                tokens(balance),
+                key(format!("fund-{id}")),
+            ))
+            .await
+            .expect("fund user");
+    }
+}
+
 /// Seeds the sample catalog (`infra/tariffs.sample.json`).
 pub async fn seed_catalog(store: &Store) {
     let tariffs = tokenbill_admin::parse_tariffs(tokenbill_dev::SAMPLE_TARIFFS).expect("sample catalog parses");

@@ -17,7 +17,7 @@
 
 mod cache;
 pub mod error;
-mod request;
+pub mod request;
 
 use std::time::Duration;
 
@@ -206,7 +206,7 @@ impl SpendApi {
         let reference = format!("key:{}", key.id);
         match route {
             Route::Spend => {
-                let body = Body::parse(body, &["user_id", "tokens", "description", "metadata"])?;
+                let body = Body::parse(body, request::SPEND_FIELDS)?;
                 let request = BalanceRequest::debit(body.user_id()?, DebitKind::Spend, body.tokens()?, idempotency);
                 let applied = self
                     .write(
@@ -225,7 +225,7 @@ impl SpendApi {
                 }))
             }
             Route::Hold => {
-                let body = Body::parse(body, &["user_id", "tokens", "ttl_seconds", "description", "metadata"])?;
+                let body = Body::parse(body, request::HOLD_FIELDS)?;
                 let request = BalanceRequest::hold(body.user_id()?, body.tokens()?, body.ttl_seconds()?, idempotency);
                 let applied = self
                     .write(
@@ -246,7 +246,7 @@ impl SpendApi {
             }
             Route::Capture(hold) => {
                 let hold = request::path_hold(hold)?;
-                let body = Body::parse(body, &["tokens", "description"])?;
+                let body = Body::parse(body, request::CAPTURE_FIELDS)?;
                 let request = BalanceRequest::capture(hold, body.tokens()?, idempotency);
                 let applied = self.settle(&key, body.annotate(request, &reference)?, hold).await?;
                 Ok(answer(&applied, |r| {
@@ -261,7 +261,7 @@ impl SpendApi {
             }
             Route::Release(hold) => {
                 let hold = request::path_hold(hold)?;
-                let body = Body::parse(body, &[])?;
+                let body = Body::parse(body, request::RELEASE_FIELDS)?;
                 let request = BalanceRequest::release(hold, idempotency);
                 let applied = self.settle(&key, body.annotate(request, &reference)?, hold).await?;
                 Ok(answer(&applied, |r| {
@@ -275,7 +275,7 @@ impl SpendApi {
                 }))
             }
             Route::Refund => {
-                let body = Body::parse(body, &["transaction_id", "tokens", "reason"])?;
+                let body = Body::parse(body, request::REFUND_FIELDS)?;
                 let original = body.transaction_id()?;
                 self.own(original, &reference, "transaction_not_found").await?;
                 let request = BalanceRequest::refund(original, body.tokens()?, idempotency);

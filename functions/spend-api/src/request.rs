@@ -19,6 +19,13 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 pub const MAX_PAGE: i32 = 100;
 pub const DEFAULT_PAGE: i32 = 20;
 
+/// The body fields each write route takes; any other field is refused.
+pub const SPEND_FIELDS: &[&str] = &["user_id", "tokens", "description", "metadata"];
+pub const HOLD_FIELDS: &[&str] = &["user_id", "tokens", "ttl_seconds", "description", "metadata"];
+pub const CAPTURE_FIELDS: &[&str] = &["tokens", "description"];
+pub const RELEASE_FIELDS: &[&str] = &[];
+pub const REFUND_FIELDS: &[&str] = &["transaction_id", "tokens", "reason"];
+
 /// A JSON object body with only the `allowed` fields.
 pub struct Body {
     fields: Map<String, Value>,

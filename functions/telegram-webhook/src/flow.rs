@@ -30,14 +30,14 @@ use tokenbill::payments::{self, PaymentStart};
 use crate::callback::Callback;
 use crate::screens::{self, Screen};
 use crate::texts::{escape, promo_rejection, texts};
-use crate::{Reply, Webhook};
+use crate::{BotConfig, Reply, Webhook};
 
 /// Entries per history page.
 const HISTORY_PAGE: i32 = 10;
 
 /// What an update needs, decided before any I/O.
 #[derive(Debug, Clone)]
-pub(crate) struct Plan {
+pub struct Plan {
     pub mode: ClaimMode,
     pub user: UserId,
     pub extra: Vec<Key>,
@@ -131,7 +131,7 @@ fn user_or_new(view: &UserView, registration: &Registration) -> (User, bool) {
     }
 }
 
-impl Webhook {
+impl BotConfig {
     /// Decides, from the update alone, how to claim it and what to read.
     /// `None`: nothing to do (edits, channel posts, stickers...).
     pub(crate) fn plan(&self, update: &Update) -> Option<Plan> {
@@ -212,6 +212,21 @@ impl Webhook {
         }
     }
 
+    /// `/name args` or `/name@ThisBot args`; commands for other bots are not ours.
+    pub(crate) fn command(&self, text: &str) -> Option<(String, String)> {
+        let rest = text.strip_prefix('/')?;
+        let (head, args) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+        let (name, addressee) = head.split_once('@').map_or((head, None), |(n, a)| (n, Some(a)));
+        if let (Some(addressee), Some(ours)) = (addressee, &self.bot_username)
+            && !addressee.eq_ignore_ascii_case(ours)
+        {
+            return None;
+        }
+        Some((name.to_ascii_lowercase(), args.trim().to_owned()))
+    }
+}
+
+impl Webhook {
     pub(crate) async fn dispatch(&self, update: Update, plan: Plan, ctx: &mut Ctx) -> Result<Vec<Reply>, StoreError> {
         let view = self.store.user_view(plan.user, plan.extra).await?;
         match update.kind {
@@ -266,7 +281,7 @@ impl Webhook {
         let chat = message.chat.id;
         let target = Target::Chat(chat);
         let (user, _) = user_or_new(view, &registration);
-        let Some((command, args)) = self.command(text) else {
+        let Some((command, args)) = self.config.command(text) else {
             if user.awaiting == Some(Awaiting::PromoCode) {
                 let items = self.profile_items(view, &registration, &[UserChange::Awaiting(None)])?;
                 let reply = self
@@ -309,19 +324,6 @@ impl Webhook {
             _ => Screen::text(t.unknown_text),
         };
         Ok(vec![target.show(screen)])
-    }
-
-    /// `/name args` or `/name@ThisBot args`; commands for other bots are not ours.
-    pub(crate) fn command(&self, text: &str) -> Option<(String, String)> {
-        let rest = text.strip_prefix('/')?;
-        let (head, args) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
-        let (name, addressee) = head.split_once('@').map_or((head, None), |(n, a)| (n, Some(a)));
-        if let (Some(addressee), Some(ours)) = (addressee, &self.config.bot_username)
-            && !addressee.eq_ignore_ascii_case(ours)
-        {
-            return None;
-        }
-        Some((name.to_ascii_lowercase(), args.trim().to_owned()))
     }
 
     /// Registers (or refreshes) the user and applies a deep-link payload, in

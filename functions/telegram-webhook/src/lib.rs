@@ -26,9 +26,14 @@ use tokenbill::store::{Claim, ClaimMode, Store, StoreError};
 use tokio::sync::Mutex;
 
 pub use callback::Callback;
+pub use flow::Plan;
 
 /// Header Telegram sends with the secret given to `setWebhook`.
 pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
+/// Bodies larger than this are refused unread. An update is a few KB (a
+/// message is at most 4096 characters); 256 KiB leaves room for any
+/// nesting Telegram adds.
+pub const MAX_BODY: usize = 256 * 1024;
 /// How long a warm instance reuses the tariff catalog.
 const CATALOG_TTL: Duration = Duration::from_secs(30);
 
@@ -242,7 +247,15 @@ impl Webhook {
             tracing::warn!("webhook call without the right secret header");
             return respond(StatusCode::UNAUTHORIZED, json!({ "error": "unauthorized" }));
         }
-        self.handle_update(body.as_ref()).await
+        let body = body.as_ref();
+        if body.len() > MAX_BODY {
+            tracing::warn!(bytes = body.len(), "oversized update refused");
+            return respond(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({ "error": format!("updates are limited to {MAX_BODY} bytes") }),
+            );
+        }
+        self.handle_update(body).await
     }
 
     fn trusted(&self, headers: &HeaderMap) -> bool {
@@ -253,23 +266,21 @@ impl Webhook {
     }
 
     async fn handle_update(&self, body: &[u8]) -> Response<String> {
-        let update: Update = match serde_json::from_slice(body) {
-            Ok(update) => update,
-            Err(err) => {
+        let (update, plan) = match triage(&self.config, body) {
+            Triage::Handle(update, plan) => (*update, plan),
+            Triage::Malformed(err) => {
                 // Not an update at all: a retry would not fix it.
                 tracing::warn!(error = %err, raw = %String::from_utf8_lossy(body), "malformed update ignored");
                 return respond(StatusCode::OK, json!({}));
             }
-        };
-        if let teloxide_core::types::UpdateKind::Error(raw) = &update.kind {
-            tracing::info!(update_id = update.id.0, raw = %raw, "unsupported update ignored");
-            return respond(StatusCode::OK, json!({}));
-        }
-        let update_id = update.id.0;
-        let Some(plan) = self.plan(&update) else {
+            Triage::Unsupported { update_id, raw } => {
+                tracing::info!(update_id, raw = %raw, "unsupported update ignored");
+                return respond(StatusCode::OK, json!({}));
+            }
             // Edits, channel posts, stickers...: nothing to do, nothing to remember.
-            return respond(StatusCode::OK, json!({}));
+            Triage::Nothing => return respond(StatusCode::OK, json!({})),
         };
+        let update_id = update.id.0;
         let mode = plan.mode;
         match self.store.claim_update(update_id, mode).await {
             Ok(Claim::Acquired) => {}
@@ -355,6 +366,37 @@ impl Webhook {
         let tariffs: Vec<Tariff> = self.store.tariffs().await?.into_iter().filter(|t| t.active).collect();
         *cached = Some((Instant::now(), tariffs.clone()));
         Ok(tariffs)
+    }
+}
+
+/// What an update's body asks of the bot, decided from the body alone,
+/// before any I/O (and the fuzz target's entry point).
+#[derive(Debug)]
+pub enum Triage {
+    /// Not an update at all.
+    Malformed(serde_json::Error),
+    /// An update kind this version of the Bot API types does not know.
+    Unsupported { update_id: u32, raw: Value },
+    /// Nothing to do: edits, channel posts, stickers...
+    Nothing,
+    /// An update to claim and handle as planned.
+    Handle(Box<Update>, Plan),
+}
+
+pub fn triage(config: &BotConfig, body: &[u8]) -> Triage {
+    let update: Update = match serde_json::from_slice(body) {
+        Ok(update) => update,
+        Err(err) => return Triage::Malformed(err),
+    };
+    if let teloxide_core::types::UpdateKind::Error(raw) = &update.kind {
+        return Triage::Unsupported {
+            update_id: update.id.0,
+            raw: raw.clone(),
+        };
+    }
+    match config.plan(&update) {
+        Some(plan) => Triage::Handle(Box::new(update), plan),
+        None => Triage::Nothing,
     }
 }
 
