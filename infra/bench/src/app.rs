@@ -21,12 +21,19 @@ pub async fn start(
     sqs: &aws_sdk_sqs::Client,
     what: &str,
 ) -> Result<Local, BoxError> {
-    let store = Store::new(client.clone(), format!("bench-{what}-{}", uuid::Uuid::new_v4().simple()));
+    let store = Store::new(
+        client.clone(),
+        format!("bench-{what}-{}", uuid::Uuid::new_v4().simple()),
+    );
     tokenbill_dev::prepare(&store, sqs).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let app = tokenbill_dev::local_app(store.clone(), sqs.clone(), "", base.clone()).await?;
-    tokio::spawn(tokenbill_dev::serve(listener, app.state.clone(), std::future::pending()));
+    tokio::spawn(tokenbill_dev::serve(
+        listener,
+        app.state.clone(),
+        std::future::pending(),
+    ));
     Ok(Local { app, store, base })
 }
 

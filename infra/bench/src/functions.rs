@@ -116,10 +116,7 @@ pub async fn bench(local: &Local, dir: &Path, cold_starts: usize) -> Result<(), 
             binary_bytes: std::fs::metadata(&binary).map_or(0, |m| m.len()),
         });
     }
-    let hello = figures
-        .iter()
-        .find(|f| f.name == HELLO)
-        .map(|f| median(&f.init_ms));
+    let hello = figures.iter().find(|f| f.name == HELLO).map(|f| median(&f.init_ms));
     println!(
         "{:<17} {:>9} {:>9} {:>7} {:>11} {:>10} {:>9} {:>11} {:>13}",
         "function", "init", "init max", "/hello", "1st invoke", "2nd invoke", "peak RSS", "native", "arm64 bootstrap"
@@ -357,10 +354,9 @@ impl<'a> Events<'a> {
                 ]
             }
             "notifier" => {
-                let notification = self
-                    .paid
-                    .as_ref()
-                    .map_or("payment:none".to_owned(), |id| NotificationId::payment(id).as_str().to_owned());
+                let notification = self.paid.as_ref().map_or("payment:none".to_owned(), |id| {
+                    NotificationId::payment(id).as_str().to_owned()
+                });
                 let sqs = |notification: &str| {
                     json!({ "Records": [{
                         "messageId": uuid::Uuid::new_v4().to_string(),

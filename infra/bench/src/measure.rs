@@ -62,7 +62,11 @@ impl aws_sdk_dynamodb::config::Intercept for CountRequests {
         {
             QUERIES.fetch_add(1, Ordering::Relaxed);
             QUERY_ITEMS.fetch_add(query.count as u64, Ordering::Relaxed);
-            let capacity = query.consumed_capacity.as_ref().and_then(|c| c.capacity_units).unwrap_or(0.0);
+            let capacity = query
+                .consumed_capacity
+                .as_ref()
+                .and_then(|c| c.capacity_units)
+                .unwrap_or(0.0);
             QUERY_CAPACITY_TENTHS.fetch_add((capacity * 10.0).round() as u64, Ordering::Relaxed);
         }
         Ok(())
@@ -199,5 +203,3 @@ pub fn peak_rss_kib(process: &str) -> u64 {
         .and_then(|line| line.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
 }
-
-

@@ -103,7 +103,11 @@ pub async fn bench(local: &Local, callbacks: usize, concurrency: &[usize]) -> Re
             let (balance, _) = local.store.balance(user).await?;
             let want = 100 * per_worker as u64;
             if balance.available.get() != want {
-                return Err(format!("payer {user}: {} tokens after {per_worker} packs of 100", balance.available.get()).into());
+                return Err(format!(
+                    "payer {user}: {} tokens after {per_worker} packs of 100",
+                    balance.available.get()
+                )
+                .into());
             }
         }
         println!(

@@ -99,7 +99,9 @@ impl Drop for RuntimeApi {
 }
 
 async fn next(State(shared): State<Arc<Shared>>) -> Response {
-    shared.ready.send_if_modified(|at| at.is_none() && at.replace(Instant::now()).is_none());
+    shared
+        .ready
+        .send_if_modified(|at| at.is_none() && at.replace(Instant::now()).is_none());
     let Some((id, body)) = shared.events.lock().await.recv().await else {
         return StatusCode::GONE.into_response();
     };

@@ -236,7 +236,6 @@ fn rate_window(table: &str, pk: AttributeValue, sk: AttributeValue, limit: u32, 
     TransactWriteItem::builder().update(update).build()
 }
 
-
 /// What a cell runs: `workers` workers, each making `per_worker` measured
 /// operations per variant after `warmup` unmeasured ones, split over
 /// `rounds` blocks of ours, raw, raw, ours.
@@ -615,4 +614,3 @@ pub async fn bench_spends(client: &aws_sdk_dynamodb::Client, args: &Args) -> Res
     }
     Ok(())
 }
-

@@ -114,10 +114,18 @@ async fn run(local: &Local, total: usize, due: usize) -> Result<Sweeps, BoxError
         };
         sub.period_start += shift;
         sub.period_end += shift;
-        sub.next_action_at = Some(if i < due { sub.period_end } else { sub.period_end - Duration::days(3) });
+        sub.next_action_at = Some(if i < due {
+            sub.period_end
+        } else {
+            sub.period_end - Duration::days(3)
+        });
         let put = store.put_subscription_item(&record, None)?;
         let item = put.put.map(|p| p.item).ok_or("a subscription put")?;
-        requests_out.push(WriteRequest::builder().put_request(PutRequest::builder().set_item(Some(item)).build()?).build());
+        requests_out.push(
+            WriteRequest::builder()
+                .put_request(PutRequest::builder().set_item(Some(item)).build()?)
+                .build(),
+        );
     }
     let batches: Vec<Vec<WriteRequest>> = requests_out.chunks(25).map(<[_]>::to_vec).collect();
     let written: Vec<Result<(), BoxError>> = futures::stream::iter(batches)

@@ -41,11 +41,15 @@ fn click(update_id: u32, user: i64, data: &str) -> Value {
 /// The update kinds measured: what each is, and the update for its `i`th run.
 fn kinds() -> Vec<(&'static str, fn(u32, i64) -> Value)> {
     vec![
-        ("/start, new user (registers)", |id, i| message(id, NEW_USERS + i, "/start")),
+        ("/start, new user (registers)", |id, i| {
+            message(id, NEW_USERS + i, "/start")
+        }),
         ("/start, known user", |id, i| message(id, CLICKERS + i % 16, "/start")),
         ("button: balance", |id, i| click(id, CLICKERS + i % 16, "bal")),
         ("button: buy (catalog)", |id, i| click(id, CLICKERS + i % 16, "buy")),
-        ("button: tariff pack_100", |id, i| click(id, CLICKERS + i % 16, "t:pack_100")),
+        ("button: tariff pack_100", |id, i| {
+            click(id, CLICKERS + i % 16, "t:pack_100")
+        }),
     ]
 }
 
@@ -76,12 +80,21 @@ pub async fn bench(local: &Local, updates: usize) -> Result<(), BoxError> {
                 .expect("request");
             let response = webhook.handle(request).await;
             assert_eq!(response.status(), 200, "{update}: {}", response.body());
-            assert!(response.body().contains("method"), "no reply to {update}: {}", response.body());
+            assert!(
+                response.body().contains("method"),
+                "no reply to {update}: {}",
+                response.body()
+            );
         }
     };
     // Warm-up: registers the clickers, fills the catalog cache, wakes the JIT.
     for i in 0..64 {
-        post(message(next_id.fetch_add(1, Ordering::Relaxed), CLICKERS + i % 16, "/start")).await;
+        post(message(
+            next_id.fetch_add(1, Ordering::Relaxed),
+            CLICKERS + i % 16,
+            "/start",
+        ))
+        .await;
         post(click(next_id.fetch_add(1, Ordering::Relaxed), CLICKERS + i % 16, "buy")).await;
     }
     for (what, update) in kinds() {
