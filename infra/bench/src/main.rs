@@ -75,6 +75,9 @@ struct Args {
     /// `$CARGO_TARGET_DIR/release` or `target/release`).
     #[arg(long)]
     functions_dir: Option<PathBuf>,
+    /// Where `make build` (sam build) left the arm64 bootstraps.
+    #[arg(long, default_value = ".aws-sam/build")]
+    sam_build: PathBuf,
     /// Cold starts per function (the median is printed).
     #[arg(long, default_value_t = 5)]
     cold_starts: usize,
@@ -118,7 +121,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.bench.contains(&Bench::Functions) {
         let local = app::start(&client, &sqs, "functions").await?;
         let dir = args.functions_dir.clone().unwrap_or_else(functions::default_dir);
-        functions::bench(&local, &dir, args.cold_starts).await?;
+        functions::bench(&local, &dir, &args.sam_build, args.cold_starts).await?;
     }
     Ok(())
 }
