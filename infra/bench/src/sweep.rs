@@ -96,40 +96,15 @@ async fn run(local: &Local, total: usize, due: usize) -> Result<Sweeps, BoxError
     }
     let started = Instant::now();
     let period = Duration::days(i64::from(template.subscription.period_days));
-    let mut requests_out = Vec::with_capacity(total);
-    for i in 0..total {
-        let user = UserId::new(SUBSCRIBERS + i as i64)?;
-        let mut record = template.clone();
-        let sub = &mut record.subscription;
-        sub.user = user;
-        sub.renewal = Some(RenewalMethod::Mock {
-            recurring_token: provider.mint_token(user, CardBehaviour::Approve),
-        });
-        // Due: the period ended a minute ago. Not due: ends later, spread
-        // over a week so the index holds them at many times.
-        let shift = if i < due {
-            -(period + Duration::minutes(1))
-        } else {
-            Duration::minutes((i % 10_080) as i64)
-        };
-        sub.period_start += shift;
-        sub.period_end += shift;
-        sub.next_action_at = Some(if i < due {
-            sub.period_end
-        } else {
-            sub.period_end - Duration::days(3)
-        });
-        let put = store.put_subscription_item(&record, None)?;
-        let item = put.put.map(|p| p.item).ok_or("a subscription put")?;
-        requests_out.push(
-            WriteRequest::builder()
-                .put_request(PutRequest::builder().set_item(Some(item)).build()?)
-                .build(),
-        );
-    }
-    let batches: Vec<Vec<WriteRequest>> = requests_out.chunks(25).map(<[_]>::to_vec).collect();
+    // Built batch by batch as the writers take them: 100k items at once
+    // would take the bench's memory to a gigabyte.
+    let batches = (0..total).step_by(25).map(|first| {
+        (first..(first + 25).min(total))
+            .map(|i| subscriber(store, &template, &provider, period, i, i < due))
+            .collect::<Result<Vec<_>, BoxError>>()
+    });
     let written: Vec<Result<(), BoxError>> = futures::stream::iter(batches)
-        .map(|batch| write_batch(store, batch))
+        .map(|batch| async move { write_batch(store, batch?).await })
         .buffer_unordered(SEED_WRITERS)
         .collect()
         .await;
@@ -163,6 +138,43 @@ async fn run(local: &Local, total: usize, due: usize) -> Result<Sweeps, BoxError
         sweep,
         idle,
     })
+}
+
+/// The put of subscriber `i`: a copy of `template` for its own user and
+/// card, past its period's end if `due`, else ending within the next week.
+fn subscriber(
+    store: &tokenbill::Store,
+    template: &SubscriptionRecord,
+    provider: &MockProvider,
+    period: Duration,
+    i: usize,
+    due: bool,
+) -> Result<WriteRequest, BoxError> {
+    let user = UserId::new(SUBSCRIBERS + i as i64)?;
+    let mut record = template.clone();
+    let sub = &mut record.subscription;
+    sub.user = user;
+    sub.renewal = Some(RenewalMethod::Mock {
+        recurring_token: provider.mint_token(user, CardBehaviour::Approve),
+    });
+    // Not due ones spread over a week, so the index holds them at many times.
+    let shift = if due {
+        -(period + Duration::minutes(1))
+    } else {
+        Duration::minutes((i % 10_080) as i64)
+    };
+    sub.period_start += shift;
+    sub.period_end += shift;
+    sub.next_action_at = Some(if due {
+        sub.period_end
+    } else {
+        sub.period_end - Duration::days(3)
+    });
+    let put = store.put_subscription_item(&record, None)?;
+    let item = put.put.map(|p| p.item).ok_or("a subscription put")?;
+    Ok(WriteRequest::builder()
+        .put_request(PutRequest::builder().set_item(Some(item)).build()?)
+        .build())
 }
 
 fn ms(started: Instant) -> f64 {
