@@ -16,6 +16,9 @@ use tokenbill::store::NewInvoice;
 use crate::app::{BoxError, Local, register};
 use crate::measure::phase;
 
+/// A callback as the provider sends it: its signature header and body.
+type SignedCallback = (String, Vec<u8>);
+
 /// Paying users are numbered from here (one per worker and cell).
 const PAYERS: i64 = 700_000;
 
@@ -55,7 +58,7 @@ pub async fn bench(local: &Local, callbacks: usize, concurrency: &[usize]) -> Re
         }))
         .await?;
         // Signed now: the bench stays well inside the replay window.
-        let signed: Arc<Vec<Vec<(String, Vec<u8>)>>> = Arc::new(
+        let signed: Arc<Vec<Vec<SignedCallback>>> = Arc::new(
             invoices
                 .iter()
                 .map(|list| {

@@ -38,8 +38,11 @@ fn click(update_id: u32, user: i64, data: &str) -> Value {
     }})
 }
 
-/// The update kinds measured: what each is, and the update for its `i`th run.
-fn kinds() -> Vec<(&'static str, fn(u32, i64) -> Value)> {
+/// Makes the update with id `update_id` for a kind's `i`th run.
+type MakeUpdate = fn(u32, i64) -> Value;
+
+/// The update kinds measured: what each is, and its updates.
+fn kinds() -> Vec<(&'static str, MakeUpdate)> {
     vec![
         ("/start, new user (registers)", |id, i| {
             message(id, NEW_USERS + i, "/start")
