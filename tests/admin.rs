@@ -423,20 +423,32 @@ async fn webhook_commands_register_the_bot_with_telegram() {
 async fn keys_commands_create_list_and_revoke_service_keys() {
     let store = fresh_store().await;
     let table = store.table().to_owned();
-    let created = admin(&table, &["keys", "create", "--name", "gateway", "--scopes", "spend", "--rate", "200/s"])
-        .await
-        .unwrap();
+    let created = admin(
+        &table,
+        &[
+            "keys", "create", "--name", "gateway", "--scopes", "spend", "--rate", "200/s",
+        ],
+    )
+    .await
+    .unwrap();
     let secret = created
         .lines()
         .find(|line| line.starts_with("tbk_"))
         .expect("the key is printed")
         .to_owned();
     let parsed = tokenbill::domain::service_key::SecretKey::parse(&secret).expect("a well-formed key");
-    let stored = store.service_key(&parsed.hash()).await.unwrap().expect("stored by its hash");
+    let stored = store
+        .service_key(&parsed.hash())
+        .await
+        .unwrap()
+        .expect("stored by its hash");
     assert_eq!(stored.name, "gateway");
     assert_eq!(stored.rate.get(), 200);
     assert_eq!(stored.scopes, vec![tokenbill::domain::service_key::Scope::Spend]);
-    let raw = format!("{:?}", store.client().scan().table_name(&table).send().await.unwrap().items());
+    let raw = format!(
+        "{:?}",
+        store.client().scan().table_name(&table).send().await.unwrap().items()
+    );
     assert!(!raw.contains(&secret[17..]), "the secret part is stored nowhere");
 
     let listed = admin(&table, &["keys", "list"]).await.unwrap();
@@ -445,7 +457,15 @@ async fn keys_commands_create_list_and_revoke_service_keys() {
 
     let revoked = admin(&table, &["keys", "revoke", stored.id.as_str()]).await.unwrap();
     assert!(revoked.contains("revoked"), "{revoked}");
-    assert!(store.service_key(&parsed.hash()).await.unwrap().unwrap().revoked_at.is_some());
+    assert!(
+        store
+            .service_key(&parsed.hash())
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
     assert!(admin(&table, &["keys", "list"]).await.unwrap().contains("revoked"));
 
     for bad in [

@@ -44,7 +44,7 @@ use tokenbill_tests::chaos_proxy::{ChaosProxy, FaultRates};
 use tokenbill_tests::invariants::{self, Violation};
 use tokenbill_tests::updates::{message, successful_payment};
 use tokenbill_tests::{
-    fresh_store, key, register, sdk_config, seed_catalog, serve_payments, tokens, unique_name, user,
+    fresh_store, key, notification_queue, register, sdk_config, seed_catalog, serve_payments, tokens, unique_name, user,
 };
 
 const MOCK_SECRET: &str = "mock-secret-for-the-chaos-run";
@@ -193,14 +193,7 @@ async fn world(seed: u64) -> World {
             .endpoint_url(sqs_proxy.url())
             .build(),
     );
-    let queues = tokenbill::resources::create_queues(&tokenbill_tests::sqs().await, &unique_name("chaos"))
-        .await
-        .unwrap();
-    let url = queues
-        .iter()
-        .find(|(id, _)| *id == "NotificationQueue")
-        .map(|(_, url)| url.clone())
-        .unwrap();
+    let url = notification_queue(&tokenbill_tests::sqs().await, &unique_name("chaos")).await;
     let queue = NotificationQueue::new(sqs.clone(), url.clone());
 
     let payment_config =

@@ -23,7 +23,7 @@ use tokenbill::store::NewInvoice;
 use tokenbill_dev::fake_telegram::{Failure, FakeTelegram};
 use tokenbill_dev::poller::drain;
 use tokenbill_tests::faults::{DynamoFaults, faulty_store};
-use tokenbill_tests::{register, seed_catalog, serve_payments, sqs, tokens, unique_name, user};
+use tokenbill_tests::{notification_queue, register, seed_catalog, serve_payments, sqs, tokens, unique_name, user};
 
 const MOCK_SECRET: &str = "mock-secret-for-tests-0123";
 
@@ -46,13 +46,7 @@ async fn shop() -> Shop {
     let store = faulty_store(&faults).await;
     seed_catalog(&store).await;
     let sqs = sqs().await;
-    let prefix = unique_name("q");
-    let queues = tokenbill::resources::create_queues(&sqs, &prefix).await.unwrap();
-    let url = queues
-        .iter()
-        .find(|(id, _)| *id == "NotificationQueue")
-        .map(|(_, url)| url.clone())
-        .unwrap();
+    let url = notification_queue(&sqs, &unique_name("q")).await;
     let queue = NotificationQueue::new(sqs.clone(), url.clone());
     let config = PaymentConfig::from_lookup(|name| match name {
         "MOCK_PROVIDER_SECRET" => Some(MOCK_SECRET.into()),

@@ -309,7 +309,9 @@ fn every_function_has_log_retention_and_an_error_alarm() {
         .collect();
     assert_eq!(functions, logged, "functions and log groups with retention differ");
 
-    let alarms: Vec<&Value> = of_type("AWS::CloudWatch::Alarm").map(|(_, r)| &r["Properties"]).collect();
+    let alarms: Vec<&Value> = of_type("AWS::CloudWatch::Alarm")
+        .map(|(_, r)| &r["Properties"])
+        .collect();
     let dimension = |alarm: &Value, name: &str| {
         alarm["Dimensions"]
             .as_sequence()
@@ -323,11 +325,15 @@ fn every_function_has_log_retention_and_an_error_alarm() {
         .collect();
     assert_eq!(functions, alarmed, "functions and error alarms differ");
 
-    for queue in QUEUES.iter().filter_map(|q| q.dead_letter.map(|(dead_letter, _)| dead_letter)) {
+    for queue in QUEUES
+        .iter()
+        .filter_map(|q| q.dead_letter.map(|(dead_letter, _)| dead_letter))
+    {
         let watched = alarms.iter().any(|a| {
             a["Namespace"] == "AWS/SQS"
                 && a["MetricName"] == "ApproximateNumberOfMessagesVisible"
-                && dimension(a, "QueueName").and_then(|v| intrinsic(&v, "!GetAtt")) == Some(format!("{queue}.QueueName"))
+                && dimension(a, "QueueName").and_then(|v| intrinsic(&v, "!GetAtt"))
+                    == Some(format!("{queue}.QueueName"))
         });
         assert!(watched, "no alarm on the depth of the dead-letter queue {queue}");
     }
@@ -343,7 +349,9 @@ fn every_function_has_log_retention_and_an_error_alarm() {
 #[test]
 fn queue_visibility_covers_its_consumers() {
     let template = template();
-    let default_timeout = template["Globals"]["Function"]["Timeout"].as_u64().expect("Globals timeout");
+    let default_timeout = template["Globals"]["Function"]["Timeout"]
+        .as_u64()
+        .expect("Globals timeout");
     let mut consumers = 0;
     for (id, resource) in template["Resources"].as_mapping().expect("Resources") {
         let timeout = resource["Properties"]["Timeout"].as_u64().unwrap_or(default_timeout);

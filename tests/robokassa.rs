@@ -325,7 +325,7 @@ mod end_to_end {
     use tokenbill_dev::fake_telegram::FakeTelegram;
     use tokenbill_dev::poller::drain;
     use tokenbill_tests::faults::{DynamoFaults, faulty_store};
-    use tokenbill_tests::{register, seed_catalog, serve_payments, sqs, unique_name, user};
+    use tokenbill_tests::{notification_queue, register, seed_catalog, serve_payments, sqs, unique_name, user};
 
     const LOGIN: &str = "tokenbill-shop";
     const PASSWORD1: &str = "shop-password-1";
@@ -360,14 +360,7 @@ mod end_to_end {
         }
         seed_catalog(&store).await;
         let sqs = sqs().await;
-        let queues = tokenbill::resources::create_queues(&sqs, &unique_name("rk"))
-            .await
-            .unwrap();
-        let url = queues
-            .iter()
-            .find(|(id, _)| *id == "NotificationQueue")
-            .map(|(_, url)| url.clone())
-            .unwrap();
+        let url = notification_queue(&sqs, &unique_name("rk")).await;
         let queue = NotificationQueue::new(sqs.clone(), url.clone());
 
         let mut robokassa = robokassa::RobokassaConfig {

@@ -22,7 +22,7 @@ use telegram_webhook::{BotConfig, Webhook};
 use tokenbill::Store;
 use tokenbill::domain::invoice::{Invoice, InvoiceStatus, Provider};
 use tokenbill::domain::service_key::{RatePerSecond, Scope, ServiceKey};
-use tokenbill::payments::mock::{MockEvent, MockEventKind, MockProvider, SIGNATURE_HEADER};
+use tokenbill::payments::mock::{MockEvent, MockProvider, SIGNATURE_HEADER};
 use tokenbill::payments::robokassa::{HashAlgorithm, RobokassaConfig};
 use tokenbill::queue::NotificationQueue;
 use tokenbill::store::NewInvoice;
@@ -122,6 +122,7 @@ async fn world() -> World {
         webhook: Arc::new(webhook),
         payments: Arc::new(payments),
         spend: Arc::new(spend),
+        sandbox: None,
     };
     tokio::spawn(tokenbill_dev::serve(listener, state, std::future::pending()));
     let service_key = service_key(&store, &[Scope::Spend, Scope::Read]).await;
@@ -278,13 +279,8 @@ impl World {
 
 fn mock_event(invoice: &Invoice, payment_id: &str) -> MockEvent {
     MockEvent {
-        event: MockEventKind::Succeeded,
-        invoice_id: invoice.id.clone(),
         payment_id: payment_id.to_owned(),
-        amount: invoice.amount_due.amount(),
-        currency: invoice.amount_due.currency().code().to_owned(),
-        recurring: false,
-        recurring_token: None,
+        ..MockEvent::paying(invoice)
     }
 }
 

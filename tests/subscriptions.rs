@@ -25,7 +25,9 @@ use tokenbill::timers::{SubscriptionTimers, at_expression, parse_at};
 use tokenbill::{ManualClock, Store};
 use tokenbill_dev::fake_telegram::FakeTelegram;
 use tokenbill_dev::poller::drain;
-use tokenbill_tests::{fresh_store, fresh_timers, register, seed_catalog, sqs, tokens, unique_name, user};
+use tokenbill_tests::{
+    fresh_store, fresh_timers, notification_queue, register, seed_catalog, sqs, tokens, unique_name, user,
+};
 
 const MOCK_SECRET: &str = "mock-secret-for-subscriptions";
 const PERIOD: Duration = Duration::days(30);
@@ -77,14 +79,7 @@ async fn world_with(timers: Option<SubscriptionTimers>) -> World {
         .with_timers(timers);
     seed_catalog(&store).await;
     let sqs = sqs().await;
-    let queues = tokenbill::resources::create_queues(&sqs, &unique_name("sq"))
-        .await
-        .unwrap();
-    let url = queues
-        .iter()
-        .find(|(id, _)| *id == "NotificationQueue")
-        .map(|(_, url)| url.clone())
-        .unwrap();
+    let url = notification_queue(&sqs, &unique_name("sq")).await;
     let queue = NotificationQueue::new(sqs.clone(), url.clone());
     let config =
         PaymentConfig::from_lookup(|name| (name == "MOCK_PROVIDER_SECRET").then(|| MOCK_SECRET.to_owned())).unwrap();
@@ -191,8 +186,8 @@ impl World {
     }
 
     async fn set_auto_renew(&self, id: i64, on: bool) {
-        let item = self.store.set_auto_renew_item(user(id), on).unwrap();
-        self.store.write_all(vec![item]).await.unwrap();
+        let switched = self.store.switch_auto_renew(user(id), on, Vec::new()).await.unwrap();
+        assert!(switched.is_some_and(|sub| sub.auto_renew == on), "user {id} has a subscription");
     }
 }
 

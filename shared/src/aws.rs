@@ -13,7 +13,10 @@ pub async fn sdk_config() -> SdkConfig {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https();
-    aws_config::defaults(BehaviorVersion::latest()).http_client(http).load().await
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .load()
+        .await
 }
 
 /// The table name from `TOKENBILL_TABLE` (the template sets it; local

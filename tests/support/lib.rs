@@ -42,6 +42,20 @@ pub async fn sqs() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(sdk_config().await)
 }
 
+/// Fresh queues named after `prefix` (the notification queue and its
+/// dead-letter queue, as the template declares them); the notification
+/// queue's URL.
+pub async fn notification_queue(sqs: &aws_sdk_sqs::Client, prefix: &str) -> String {
+    let queues = tokenbill::resources::create_queues(sqs, prefix)
+        .await
+        .expect("create the queues");
+    queues
+        .into_iter()
+        .find(|(id, _)| *id == "NotificationQueue")
+        .map(|(_, url)| url)
+        .expect("the template declares a NotificationQueue")
+}
+
 pub async fn scheduler() -> aws_sdk_scheduler::Client {
     aws_sdk_scheduler::Client::new(sdk_config().await)
 }

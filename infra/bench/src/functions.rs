@@ -22,7 +22,7 @@ use tokenbill::domain::UserId;
 use tokenbill::domain::invoice::Provider;
 use tokenbill::domain::notification::NotificationId;
 use tokenbill::domain::service_key::{RatePerSecond, Scope, ServiceKey};
-use tokenbill::payments::mock::{MockEvent, MockEventKind, MockProvider, SIGNATURE_HEADER};
+use tokenbill::payments::mock::{MockEvent, MockProvider, SIGNATURE_HEADER};
 use tokenbill::store::NewInvoice;
 
 use crate::app::{BoxError, Local, register};
@@ -337,16 +337,7 @@ impl<'a> Events<'a> {
                     promo: None,
                 };
                 let invoice = store.create_invoice(order, chrono::Duration::hours(1)).await?;
-                let event = MockEvent {
-                    event: MockEventKind::Succeeded,
-                    invoice_id: invoice.id.clone(),
-                    payment_id: format!("pay_{}", invoice.id),
-                    amount: invoice.amount_due.amount(),
-                    currency: invoice.amount_due.currency().code().to_owned(),
-                    recurring: false,
-                    recurring_token: None,
-                };
-                let (signature, body) = self.provider.callback(&event, chrono::Utc::now());
+                let (signature, body) = self.provider.callback(&MockEvent::paying(&invoice), chrono::Utc::now());
                 self.paid = Some(invoice.id.clone());
                 vec![
                     http_event("GET", &format!("/payments/mock/checkout/{}", invoice.id), &[], ""),

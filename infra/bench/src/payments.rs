@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use futures::future::try_join_all;
 use tokenbill::domain::invoice::{Invoice, Provider};
-use tokenbill::payments::mock::{MockEvent, MockEventKind, MockProvider, SIGNATURE_HEADER};
+use tokenbill::payments::mock::{MockEvent, MockProvider, SIGNATURE_HEADER};
 use tokenbill::store::NewInvoice;
 
 use crate::app::{BoxError, Local, register};
@@ -63,18 +63,7 @@ pub async fn bench(local: &Local, callbacks: usize, concurrency: &[usize]) -> Re
                 .iter()
                 .map(|list| {
                     list.iter()
-                        .map(|invoice| {
-                            let event = MockEvent {
-                                event: MockEventKind::Succeeded,
-                                invoice_id: invoice.id.clone(),
-                                payment_id: format!("pay_{}", invoice.id),
-                                amount: invoice.amount_due.amount(),
-                                currency: invoice.amount_due.currency().code().to_owned(),
-                                recurring: false,
-                                recurring_token: None,
-                            };
-                            provider.callback(&event, Utc::now())
-                        })
+                        .map(|invoice| provider.callback(&MockEvent::paying(invoice), Utc::now()))
                         .collect()
                 })
                 .collect(),

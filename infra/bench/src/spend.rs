@@ -308,6 +308,38 @@ pub async fn seed_users(
 }
 
 /// Every user of both sides lost exactly the tokens its worker spent.
+/// One row of a comparison: ours against raw with `concurrency` workers
+/// (at least one warm-up operation each: its first reads the balance),
+/// the balances checked afterwards, and on the first row the items
+/// compared.
+async fn compare_at<O, OF, R, RF>(
+    store: &Store,
+    args: &Args,
+    concurrency: usize,
+    ours: O,
+    raw: R,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    O: Fn(usize, u64) -> OF + Clone + Send + Sync + 'static,
+    OF: Future<Output = ()> + Send + 'static,
+    R: Fn(usize, u64) -> RF + Clone + Send + Sync + 'static,
+    RF: Future<Output = ()> + Send + 'static,
+{
+    let plan = Plan {
+        workers: concurrency,
+        per_worker: (args.ops / concurrency) as u64,
+        warmup: args.warmup.div_ceil(concurrency).max(1) as u64,
+        rounds: args.rounds as u64,
+    };
+    let (ours, raw, spent) = cell(plan, ours, raw).await;
+    row(concurrency, ours, raw);
+    check_balances(store, concurrency, spent).await?;
+    if concurrency == args.concurrency[0] {
+        compare_items(store).await;
+    }
+    Ok(())
+}
+
 async fn check_balances(store: &Store, workers: usize, spent: u64) -> Result<(), Box<dyn std::error::Error>> {
     for base in [OURS_BASE, RAW_BASE] {
         for user in (1..=workers as i64).map(|w| base + w) {
@@ -498,19 +530,7 @@ pub async fn bench_debits(client: &aws_sdk_dynamodb::Client, args: &Args) -> Res
                 }
             }
         };
-        let per_worker = (args.ops / concurrency) as u64;
-        let plan = Plan {
-            workers: concurrency,
-            per_worker,
-            warmup: args.warmup.div_ceil(concurrency).max(1) as u64,
-            rounds: args.rounds as u64,
-        };
-        let (ours, raw, spent) = cell(plan, ours, raw).await;
-        row(concurrency, ours, raw);
-        check_balances(&store, concurrency, spent).await?;
-        if concurrency == args.concurrency[0] {
-            compare_items(&store).await;
-        }
+        compare_at(&store, args, concurrency, ours, raw).await?;
     }
     Ok(())
 }
@@ -597,20 +617,7 @@ pub async fn bench_spends(client: &aws_sdk_dynamodb::Client, args: &Args) -> Res
                 }
             }
         };
-        let per_worker = (args.ops / concurrency) as u64;
-        // At least one warm-up spend per worker: its first reads the balance.
-        let plan = Plan {
-            workers: concurrency,
-            per_worker,
-            warmup: args.warmup.div_ceil(concurrency).max(1) as u64,
-            rounds: args.rounds as u64,
-        };
-        let (ours, raw, spent) = cell(plan, ours, raw).await;
-        row(concurrency, ours, raw);
-        check_balances(&store, concurrency, spent).await?;
-        if concurrency == args.concurrency[0] {
-            compare_items(&store).await;
-        }
+        compare_at(&store, args, concurrency, ours, raw).await?;
     }
     Ok(())
 }

@@ -70,6 +70,20 @@ pub struct MockEvent {
 }
 
 impl MockEvent {
+    /// The checkout payment of `invoice` in full, as the checkout page
+    /// reports it (payment id `pay_<invoice>`).
+    pub fn paying(invoice: &Invoice) -> MockEvent {
+        MockEvent {
+            event: MockEventKind::Succeeded,
+            invoice_id: invoice.id.clone(),
+            payment_id: format!("pay_{}", invoice.id),
+            amount: invoice.amount_due.amount(),
+            currency: invoice.amount_due.currency().code().to_owned(),
+            recurring: false,
+            recurring_token: None,
+        }
+    }
+
     /// What a succeeded event proves, checked against the invoice later.
     pub fn proof(&self) -> Result<PaymentProof, MockError> {
         let currency: Currency = self.currency.parse().map_err(|_| MockError::Malformed {
