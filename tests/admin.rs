@@ -11,7 +11,7 @@ async fn admin(table: &str, args: &[&str]) -> Result<String, AdminError> {
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv).expect("valid arguments");
     let mut out = Vec::new();
-    run(cli, sdk_config().await, &mut out).await?;
+    run(cli, &sdk_config().await, &mut out).await?;
     Ok(String::from_utf8(out).expect("utf-8 output"))
 }
 

@@ -183,13 +183,13 @@ async fn world(seed: u64) -> World {
     let dynamodb = ChaosProxy::in_front_of(&endpoint("AWS_ENDPOINT_URL_DYNAMODB"), seed, AWS_FAULTS).await;
     let sqs_proxy = ChaosProxy::in_front_of(&endpoint("AWS_ENDPOINT_URL_SQS"), seed ^ 1, AWS_FAULTS).await;
     let client = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(config)
+        aws_sdk_dynamodb::config::Builder::from(&config)
             .endpoint_url(dynamodb.url())
             .build(),
     );
     let store = Store::new(client, direct.table()).with_clock(Arc::new(clock.clone()));
     let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::from(config)
+        aws_sdk_sqs::config::Builder::from(&config)
             .endpoint_url(sqs_proxy.url())
             .build(),
     );

@@ -998,7 +998,7 @@ async fn every_answer_of_the_handler_matches_the_spec() {
         c.on(&broken).send(call.clone()).await.refused(500, "internal");
     }
     // DynamoDB unreachable: retry later.
-    let unreachable = aws_sdk_dynamodb::config::Builder::from(sdk_config().await)
+    let unreachable = aws_sdk_dynamodb::config::Builder::from(&sdk_config().await)
         .endpoint_url("http://127.0.0.1:1")
         .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
         .build();

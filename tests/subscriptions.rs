@@ -187,7 +187,10 @@ impl World {
 
     async fn set_auto_renew(&self, id: i64, on: bool) {
         let switched = self.store.switch_auto_renew(user(id), on, Vec::new()).await.unwrap();
-        assert!(switched.is_some_and(|sub| sub.auto_renew == on), "user {id} has a subscription");
+        assert!(
+            switched.is_some_and(|sub| sub.auto_renew == on),
+            "user {id} has a subscription"
+        );
     }
 }
 

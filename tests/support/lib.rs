@@ -13,9 +13,19 @@ use tokio::sync::OnceCell;
 static CONFIG: OnceCell<SdkConfig> = OnceCell::const_new();
 static TABLES: AtomicU32 = AtomicU32::new(0);
 
-/// The SDK configuration for the local stack. Fails loudly, never skips,
-/// when the stack is not running.
-pub async fn sdk_config() -> &'static SdkConfig {
+/// The SDK configuration for the local stack, with an HTTP client of its
+/// own: every `#[tokio::test]` runs its own runtime, and a connection
+/// pooled by another test's runtime is dead once that test ends. Fails
+/// loudly, never skips, when the stack is not running.
+pub async fn sdk_config() -> SdkConfig {
+    shared_config()
+        .await
+        .to_builder()
+        .http_client(tokenbill::aws::https_client())
+        .build()
+}
+
+async fn shared_config() -> &'static SdkConfig {
     CONFIG
         .get_or_init(|| async {
             for variable in [
@@ -35,11 +45,11 @@ pub async fn sdk_config() -> &'static SdkConfig {
 }
 
 pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
-    aws_sdk_dynamodb::Client::new(sdk_config().await)
+    aws_sdk_dynamodb::Client::new(&sdk_config().await)
 }
 
 pub async fn sqs() -> aws_sdk_sqs::Client {
-    aws_sdk_sqs::Client::new(sdk_config().await)
+    aws_sdk_sqs::Client::new(&sdk_config().await)
 }
 
 /// Fresh queues named after `prefix` (the notification queue and its
@@ -57,7 +67,7 @@ pub async fn notification_queue(sqs: &aws_sdk_sqs::Client, prefix: &str) -> Stri
 }
 
 pub async fn scheduler() -> aws_sdk_scheduler::Client {
-    aws_sdk_scheduler::Client::new(sdk_config().await)
+    aws_sdk_scheduler::Client::new(&sdk_config().await)
 }
 
 /// Per-subscription schedules in a fresh schedule group of moto's
@@ -216,7 +226,7 @@ pub mod faults {
 
     /// A store on a fresh table whose client goes through `faults`.
     pub async fn faulty_store(faults: &DynamoFaults) -> tokenbill::Store {
-        let config = aws_sdk_dynamodb::config::Builder::from(super::sdk_config().await)
+        let config = aws_sdk_dynamodb::config::Builder::from(&super::sdk_config().await)
             .interceptor(faults.clone())
             .build();
         let client = aws_sdk_dynamodb::Client::from_conf(config);
