@@ -111,7 +111,7 @@ async fn a_sandbox_purchase_with_the_demo_promo_pays_on_the_mock_checkout_and_no
     let tariff = bot_message(&runner, "Promo code DEMO20").await;
     press(&runner, &tariff, "Pay by card").await;
     // 99 ₽ less 20%.
-    let invoice = bot_message(&runner, "79.2 ₽").await;
+    let invoice = bot_message(&runner, "79.20 ₽").await;
     let pay_url = buttons(&invoice)
         .into_iter()
         .find_map(|b| b["url"].as_str().map(str::to_owned))

@@ -33,9 +33,13 @@ pub fn fit(text: String) -> String {
     cut
 }
 
-/// Money as people read it: `99 ₽`, `50 ⭐`.
+/// Money as people read it: whole amounts without decimals (`99 ₽`,
+/// `50 ⭐`), others with every minor digit (`79.20 ₽`, not `79.2 ₽`).
 pub fn money(amount: &Money) -> String {
-    let number = amount.amount().normalize();
+    let mut number = amount.amount().normalize();
+    if number.scale() > 0 {
+        number.rescale(amount.currency().minor_units());
+    }
     match amount.currency() {
         Currency::Rub => format!("{number} ₽"),
         Currency::Xtr => format!("{number} ⭐"),
@@ -52,6 +56,15 @@ mod tests {
             escape("<b>&\"x\"</b>\u{7}\n"),
             "&lt;b&gt;&amp;&quot;x&quot;&lt;/b&gt;\n"
         );
+    }
+
+    #[test]
+    fn money_shows_whole_amounts_bare_and_others_to_the_minor_unit() {
+        let rub = |text: &str| Money::new(text.parse().unwrap(), Currency::Rub).unwrap();
+        assert_eq!(money(&rub("99.00")), "99 ₽");
+        assert_eq!(money(&rub("79.2")), "79.20 ₽");
+        assert_eq!(money(&rub("0.05")), "0.05 ₽");
+        assert_eq!(money(&Money::new(50.into(), Currency::Xtr).unwrap()), "50 ⭐");
     }
 
     #[test]

@@ -99,7 +99,7 @@ try {
   await tariff.waitFor();
   await shot(page, "tariff");
   await press(tariff, "Pay by card");
-  const invoice = botMessage("79.2 ₽");
+  const invoice = botMessage("79.20 ₽");
   await invoice.waitFor();
   await shot(page, "invoice");
 

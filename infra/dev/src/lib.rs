@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 pub mod fake_robokassa;
 pub mod fake_telegram;
+pub mod logs;
 pub mod poller;
 pub mod sandbox;
 pub mod updates;

@@ -18,7 +18,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    tokenbill::telemetry::init(args.json);
+    tokenbill_dev::logs::init(args.json);
     let config = tokenbill::aws::sdk_config().await;
     let store = Store::new(aws_sdk_dynamodb::Client::new(&config), args.table)
         .with_timers(Some(tokenbill_dev::dev_timers(&config)));
