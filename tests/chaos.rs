@@ -31,7 +31,7 @@ use telegram_webhook::{BotConfig, Webhook};
 use tokenbill::domain::invoice::{Invoice, Provider};
 use tokenbill::domain::ledger::CreditKind;
 use tokenbill::domain::promo::{PromoCode, PromoCodeText, PromoEffect};
-use tokenbill::domain::service_key::{RatePerSecond, Scope, ServiceKey};
+use tokenbill::domain::service_key::{RatePerSecond, Scope};
 use tokenbill::payments::Renewals;
 use tokenbill::payments::mock::{MockEvent, MockEventKind, MockProvider, MockRecurring};
 use tokenbill::queue::NotificationQueue;
@@ -44,7 +44,8 @@ use tokenbill_tests::chaos_proxy::{ChaosProxy, FaultRates};
 use tokenbill_tests::invariants::{self, Violation};
 use tokenbill_tests::updates::{message, successful_payment};
 use tokenbill_tests::{
-    fresh_store, key, notification_queue, register, sdk_config, seed_catalog, serve_payments, tokens, unique_name, user,
+    fresh_store, key, notification_queue, register, sdk_config, seed_catalog, serve_payments, service_key, tokens,
+    unique_name, user,
 };
 
 const MOCK_SECRET: &str = "mock-secret-for-the-chaos-run";
@@ -234,14 +235,7 @@ async fn world(seed: u64) -> World {
             low_balance_threshold: Some(tokens(50)),
         },
     );
-    let (secret, record) = ServiceKey::create(
-        "chaos",
-        vec![Scope::Spend, Scope::Read],
-        RatePerSecond::new(5000).unwrap(),
-        Utc::now(),
-    )
-    .unwrap();
-    direct.create_service_key(&record).await.unwrap();
+    let (secret, _) = service_key(&direct, &[Scope::Spend, Scope::Read], 5000).await;
 
     World {
         notifier: Notifier::new(store.clone(), bot(&notifier_proxy.url()), sqs.clone(), url),
@@ -256,7 +250,7 @@ async fn world(seed: u64) -> World {
             mock: Some(mock),
             robokassa: None,
         },
-        spend_key: secret.reveal().to_owned(),
+        spend_key: secret,
         clock,
         direct,
         store,

@@ -21,14 +21,14 @@ use spend_api::{SpendApi, SpendConfig};
 use telegram_webhook::{BotConfig, Webhook};
 use tokenbill::Store;
 use tokenbill::domain::invoice::{Invoice, InvoiceStatus, Provider};
-use tokenbill::domain::service_key::{RatePerSecond, Scope, ServiceKey};
+use tokenbill::domain::service_key::{RatePerSecond, Scope};
 use tokenbill::payments::mock::{MockEvent, MockProvider, SIGNATURE_HEADER};
 use tokenbill::payments::robokassa::{HashAlgorithm, RobokassaConfig};
 use tokenbill::queue::NotificationQueue;
 use tokenbill::store::NewInvoice;
 use tokenbill_dev::fake_robokassa::FakeRobokassa;
 use tokenbill_dev::fake_telegram::{self, FakeTelegram};
-use tokenbill_tests::{fresh_store, funded_user, register, seed_catalog, sqs, unique_name, user};
+use tokenbill_tests::{fresh_store, funded_user, register, seed_catalog, service_key, sqs, unique_name, user};
 
 // Secrets distinctive enough that any appearance in a log is a leak.
 const BOT_TOKEN: &str = "7331337:AAHsecretBotTokenNeverLogged_x9Qz";
@@ -125,7 +125,7 @@ async fn world() -> World {
         sandbox: None,
     };
     tokio::spawn(tokenbill_dev::serve(listener, state, std::future::pending()));
-    let service_key = service_key(&store, &[Scope::Spend, Scope::Read]).await;
+    let service_key = service_key(&store, &[Scope::Spend, Scope::Read], 1_000).await.0;
     World {
         base,
         store,
@@ -138,13 +138,6 @@ async fn world() -> World {
         mock,
         service_key,
     }
-}
-
-async fn service_key(store: &Store, scopes: &[Scope]) -> String {
-    let rate = RatePerSecond::new(1_000).expect("a rate");
-    let (secret, record) = ServiceKey::create("security", scopes.to_vec(), rate, Utc::now()).expect("a key");
-    store.create_service_key(&record).await.expect("store the key");
-    secret.reveal().to_owned()
 }
 
 /// An answer: status, and the body as JSON when it is JSON.
@@ -974,7 +967,7 @@ async fn logs_never_show_a_secret_a_service_key_or_a_signature() {
     assert_eq!(w.spend("log-1", body).await.status, 200);
     let unknown = format!("tbk_{}_{}", "a".repeat(12), "b".repeat(64));
     assert_eq!(w.spend_with(&unknown, "log-2", body).await.status, 401);
-    let revoked = service_key(&w.store, &[Scope::Spend]).await;
+    let revoked = service_key(&w.store, &[Scope::Spend], 1_000).await.0;
     let revoked_id = revoked.split('_').nth(1).unwrap().to_owned();
     w.store
         .revoke_service_key(&tokenbill::domain::service_key::KeyId::try_from(revoked_id).unwrap())

@@ -9,19 +9,11 @@ use http::{Method, Request, StatusCode};
 use serde_json::{Value, json};
 use spend_api::{SpendApi, SpendConfig};
 use tokenbill::domain::ledger::CreditKind;
-use tokenbill::domain::service_key::{RatePerSecond, Scope, ServiceKey};
+use tokenbill::domain::service_key::{RatePerSecond, Scope};
 use tokenbill::store::BalanceRequest;
 use tokenbill::{ManualClock, Store};
 use tokenbill_tests::faults::{DynamoFaults, faulty_store};
-use tokenbill_tests::{fresh_store, funded_user, key, tokens, user};
-
-/// A service key's secret, created in `store`.
-async fn service_key(store: &Store, scopes: &[Scope], rate: u32) -> String {
-    let (secret, record) =
-        ServiceKey::create("test", scopes.to_vec(), RatePerSecond::new(rate).unwrap(), Utc::now()).unwrap();
-    store.create_service_key(&record).await.unwrap();
-    secret.reveal().to_owned()
-}
+use tokenbill_tests::{fresh_store, funded_user, key, service_key, tokens, user};
 
 fn config(user_rate: u32) -> SpendConfig {
     SpendConfig {
@@ -104,7 +96,7 @@ async fn spend_answers_with_the_balance_after_and_replays_the_same_answer() {
     let api = SpendApi::new(store.clone(), config(50));
     let client = Client {
         api: &api,
-        key: service_key(&store, &[Scope::Spend, Scope::Read], 100).await,
+        key: service_key(&store, &[Scope::Spend, Scope::Read], 100).await.0,
     };
 
     let first = client
@@ -181,7 +173,7 @@ async fn five_hundred_concurrent_spends_on_one_user_never_overdraw() {
     let store = fresh_store().await;
     let start = 3_000;
     funded_user(&store, 11, start).await;
-    let secret = service_key(&store, &[Scope::Spend, Scope::Read], 8_000).await;
+    let secret = service_key(&store, &[Scope::Spend, Scope::Read], 8_000).await.0;
     // Several warm instances, as Lambda would run them.
     let apis: Vec<SpendApi> = (0..8).map(|_| SpendApi::new(store.clone(), config(8_000))).collect();
     let amounts: Vec<u64> = (0..500u64).map(|i| 1 + (i * 7919) % 20).collect();
@@ -237,7 +229,7 @@ async fn a_warm_spend_is_one_dynamodb_request() {
     let api = SpendApi::new(store.clone(), config(50));
     let client = Client {
         api: &api,
-        key: service_key(&store, &[Scope::Spend], 100).await,
+        key: service_key(&store, &[Scope::Spend], 100).await.0,
     };
     // The first call on a cold instance looks up the key and the balance.
     let before = faults.requests();
@@ -286,7 +278,7 @@ async fn holds_capture_release_and_expire_on_their_own() {
     let api = SpendApi::new(store.clone(), config(50));
     let client = Client {
         api: &api,
-        key: service_key(&store, &[Scope::Spend, Scope::Read], 100).await,
+        key: service_key(&store, &[Scope::Spend, Scope::Read], 100).await.0,
     };
 
     // Capture takes part and gives back the rest.
@@ -411,7 +403,7 @@ async fn refunds_never_exceed_what_was_spent() {
     let api = SpendApi::new(store.clone(), config(50));
     let client = Client {
         api: &api,
-        key: service_key(&store, &[Scope::Spend, Scope::Read], 100).await,
+        key: service_key(&store, &[Scope::Spend, Scope::Read], 100).await.0,
     };
     let spend = client
         .post("/v1/spend", "s", json!({"user_id": 31, "tokens": 40}))
@@ -474,7 +466,7 @@ async fn refunds_never_exceed_what_was_spent() {
     // Another service cannot refund this service's spends.
     let stranger = Client {
         api: &api,
-        key: service_key(&store, &[Scope::Spend, Scope::Read], 100).await,
+        key: service_key(&store, &[Scope::Spend, Scope::Read], 100).await.0,
     };
     let spend = client
         .post("/v1/spend", "s2", json!({"user_id": 31, "tokens": 10}))
@@ -525,7 +517,7 @@ async fn keys_scopes_and_rate_limits_are_enforced() {
     );
     let reader = Client {
         api: &api,
-        key: service_key(&store, &[Scope::Read], 100).await,
+        key: service_key(&store, &[Scope::Read], 100).await.0,
     };
     let forbidden = reader.post("/v1/spend", "x", json!({"user_id": 41, "tokens": 1})).await;
     assert_eq!(
@@ -534,7 +526,7 @@ async fn keys_scopes_and_rate_limits_are_enforced() {
     );
     let spender = Client {
         api: &api,
-        key: service_key(&store, &[Scope::Spend], 100).await,
+        key: service_key(&store, &[Scope::Spend], 100).await.0,
     };
     let cannot_read = spender.get("/v1/users/41/balance").await;
     assert_eq!(cannot_read.status, StatusCode::FORBIDDEN);
@@ -571,7 +563,7 @@ async fn keys_scopes_and_rate_limits_are_enforced() {
     // Per key: a key of 2/s is refused its third request in a second.
     let slow = Client {
         api: &api,
-        key: service_key(&store, &[Scope::Spend, Scope::Read], 2).await,
+        key: service_key(&store, &[Scope::Spend, Scope::Read], 2).await.0,
     };
     clock.advance(chrono::Duration::seconds(1));
     assert_eq!(slow.get("/v1/users/41/balance").await.status, StatusCode::OK);
@@ -589,18 +581,8 @@ async fn keys_scopes_and_rate_limits_are_enforced() {
     assert!(over.headers.contains_key("retry-after"));
 
     // Revoked: refused at once when the instance does not cache keys.
-    let (secret, record) = ServiceKey::create(
-        "doomed",
-        vec![Scope::Spend],
-        RatePerSecond::new(10).unwrap(),
-        Utc::now(),
-    )
-    .unwrap();
-    store.create_service_key(&record).await.unwrap();
-    let doomed = Client {
-        api: &api,
-        key: secret.reveal().to_owned(),
-    };
+    let (secret, record) = service_key(&store, &[Scope::Spend], 10).await;
+    let doomed = Client { api: &api, key: secret };
     clock.advance(chrono::Duration::seconds(1));
     assert_eq!(
         doomed
@@ -644,7 +626,7 @@ async fn every_malformed_request_gets_its_own_4xx_code() {
     let api = SpendApi::new(store.clone(), config(1_000));
     let client = Client {
         api: &api,
-        key: service_key(&store, &[Scope::Spend, Scope::Read], 1_000).await,
+        key: service_key(&store, &[Scope::Spend, Scope::Read], 1_000).await.0,
     };
     let hold = client
         .post(
@@ -1037,7 +1019,7 @@ async fn a_store_failure_is_retryable_and_the_retry_completes_once() {
     let api = SpendApi::new(store.clone(), config(50));
     let client = Client {
         api: &api,
-        key: service_key(&store, &[Scope::Spend, Scope::Read], 100).await,
+        key: service_key(&store, &[Scope::Spend, Scope::Read], 100).await.0,
     };
     // Warm the instance, then make DynamoDB unreachable for the next spend.
     client
@@ -1079,7 +1061,7 @@ async fn crossing_the_low_balance_threshold_tells_the_user_once() {
     );
     let client = Client {
         api: &api,
-        key: service_key(&store, &[Scope::Spend, Scope::Read], 100).await,
+        key: service_key(&store, &[Scope::Spend, Scope::Read], 100).await.0,
     };
     let alert_of = |answer: &Answer| {
         let tx = answer.body["transaction_id"].as_str().unwrap().parse().unwrap();

@@ -23,12 +23,12 @@ use serde_json::{Value, json};
 use spend_api::{SpendApi, SpendConfig};
 use tokenbill::domain::TariffId;
 use tokenbill::domain::ledger::CreditKind;
-use tokenbill::domain::service_key::{RatePerSecond, Scope, ServiceKey};
+use tokenbill::domain::service_key::{RatePerSecond, Scope};
 use tokenbill::domain::subscription::{Subscription, SubscriptionStatus};
 use tokenbill::store::{BalanceRequest, item, keys};
 use tokenbill::{ManualClock, Store};
 use tokenbill_tests::faults::{DynamoFaults, faulty_store};
-use tokenbill_tests::{dynamodb, fresh_store, key, register, sdk_config, tokens, user};
+use tokenbill_tests::{dynamodb, fresh_store, key, register, sdk_config, service_key, tokens, user};
 
 const SPEC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.yaml");
 const HANDLER_SOURCES: [&str; 3] = [
@@ -502,18 +502,6 @@ impl<'a> Caller<'a> {
 
 // ---------------------------------------------------------------------------
 // The fixture.
-
-async fn service_key(store: &Store, scopes: &[Scope], rate: u32) -> (String, ServiceKey) {
-    let (secret, record) = ServiceKey::create(
-        "contract",
-        scopes.to_vec(),
-        RatePerSecond::new(rate).unwrap(),
-        store.now(),
-    )
-    .unwrap();
-    store.create_service_key(&record).await.unwrap();
-    (secret.reveal().to_owned(), record)
-}
 
 fn config(user_rate: u32) -> SpendConfig {
     SpendConfig {

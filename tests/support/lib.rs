@@ -125,6 +125,20 @@ pub async fn register(store: &Store, id: i64) -> tokenbill::domain::user::User {
     store.register_user(&registration).await.expect("register user").0
 }
 
+/// A service key made in `store` with `scopes` and a rate of `rate` per
+/// second: its secret (the only time it is shown) and its record.
+pub async fn service_key(
+    store: &Store,
+    scopes: &[tokenbill::domain::service_key::Scope],
+    rate: u32,
+) -> (String, tokenbill::domain::service_key::ServiceKey) {
+    use tokenbill::domain::service_key::{RatePerSecond, ServiceKey};
+    let rate = RatePerSecond::new(rate).expect("a rate within the bounds");
+    let (secret, record) = ServiceKey::create("test", scopes.to_vec(), rate, store.now()).expect("a service key");
+    store.create_service_key(&record).await.expect("store the service key");
+    (secret.reveal().to_owned(), record)
+}
+
 /// A registered user with `balance` tokens (granted).
 pub async fn funded_user(store: &Store, id: i64, balance: u64) {
     register(store, id).await;
